@@ -1,0 +1,1 @@
+"""The engine, backends, model definitions, sharding plans, frontend, traces and CLI."""

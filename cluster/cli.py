@@ -1,0 +1,135 @@
+"""The command line: `wafersim run NAME ...`, `wafersim summary PATH`, and the flags every
+scenario shares. A user mistake prints one line `error: ...` and exits with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.backends import BACKENDS
+from cluster.errors import ConfigError, SimError
+from wafer import DETAILS
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class ScenarioDefaults:
+    model: str
+    wafers: int
+    sites: str
+    users: int = 64
+    prompt_tokens: int = 512
+    output_tokens: int = 256
+
+
+def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"wafersim run {name}", description=description)
+    p.add_argument("--model", default=defaults.model, help="preset name or path to a HF config.json")
+    p.add_argument("--wafers", type=int, default=defaults.wafers)
+    p.add_argument("--sites", default=defaults.sites, help="comma list, one datacenter per wafer")
+    p.add_argument("--users", type=int, default=defaults.users, help="requests served at once")
+    p.add_argument("--requests", type=int, default=None, help="requests in all (default: --users)")
+    p.add_argument("--rate", type=float, default=0.0, help="Poisson arrivals per second (0: all at t=0)")
+    p.add_argument("--prompt-tokens", type=int, default=defaults.prompt_tokens)
+    p.add_argument("--output-tokens", type=int, default=defaults.output_tokens)
+    p.add_argument("--prefill-chunk", type=int, default=128, help="prompt tokens per prefill pass")
+    p.add_argument("--wafer", default="wse-3", help="wafer preset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detail", choices=DETAILS, default="layer",
+                   help="trace one span per wafer stage, per layer or per op")
+    p.add_argument("--backend", choices=BACKENDS, default="inprocess")
+    p.add_argument("--lps-per-actor", type=int, default=None,
+                   help="LPs per Ray actor (ray default 1); in-process: LPs per partition")
+    p.add_argument("--max-window-ps", type=int, default=None, help="debug: cap on a round's window")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--placement", choices=("pack", "spread", "by-site"), default="pack")
+    p.add_argument("--trace", default=None, help="trace path (default: traces/NAME-seedN.arrow)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    return p
+
+
+def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
+                     argv: list[str] | None = None) -> int:
+    """Parse, run, print. Exit codes: 0 ok, 2 bad input or a failed run."""
+    from cluster.scenario import RunOptions, ScenarioConfig, run_scenario
+    from cluster.summary import format_summary
+
+    try:
+        args = scenario_parser(name, defaults, description).parse_args(argv)
+        cfg = ScenarioConfig(
+            scenario=name, model=args.model, wafers=args.wafers,
+            sites=tuple(s.strip() for s in args.sites.split(",") if s.strip()),
+            users=args.users, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
+            seed=args.seed, detail=args.detail, wafer=args.wafer, requests=args.requests,
+            rate_per_s=args.rate, prefill_chunk_tokens=args.prefill_chunk)
+        backend_options = {}
+        if args.backend == "ray":
+            backend_options = {"address": args.address or os.environ.get("RAY_ADDRESS"),
+                               "placement": args.placement}
+        lps = args.lps_per_actor if args.lps_per_actor is not None else (1 if args.backend == "ray" else None)
+        opts = RunOptions(trace=args.trace or f"traces/{name}-seed{args.seed}.arrow", backend=args.backend,
+                          lps_per_partition=lps, max_window_ps=args.max_window_ps,
+                          backend_options=backend_options)
+        summary = run_scenario(cfg, opts)
+    except (ConfigError, SimError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(summary, sort_keys=True) if args.json else format_summary(summary))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: wafersim run NAME [flags] | wafersim summary PATH [--json] | wafersim list"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else EXIT_USAGE
+    command, rest = argv[0], argv[1:]
+    if command == "list":
+        for path in sorted(Path(__file__).resolve().parent.parent.joinpath("scenarios").glob("*.py")):
+            if not path.name.startswith("_"):
+                print(path.stem)
+        return 0
+    if command == "run":
+        if not rest or rest[0].startswith("-"):
+            print("error: run: give a scenario name (see `wafersim list`)", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            module = importlib.import_module(f"scenarios.{rest[0]}")
+        except ModuleNotFoundError:
+            print(f"error: run: unknown scenario {rest[0]!r} (see `wafersim list`)", file=sys.stderr)
+            return EXIT_USAGE
+        return module.main(rest[1:])
+    if command == "summary":
+        from cluster.summary import format_summary, summarize
+        paths = [a for a in rest if not a.startswith("-")]
+        if len(paths) != 1:
+            print("error: summary: give one trace path", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            summary = summarize(paths[0])
+        except (OSError, ValueError) as exc:
+            print(f"error: summary: cannot read {paths[0]}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(json.dumps(summary, sort_keys=True) if "--json" in rest else format_summary(summary))
+        return 0
+    print(f"error: unknown command {command!r}; {usage}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

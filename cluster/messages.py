@@ -1,0 +1,52 @@
+"""What logical processes exchange with each other and with the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One transfer on a channel. `send_ps` is when it leaves the sender (which may be in
+    the sender's future: send at entry); `arrive_ps` adds the channel's latency."""
+
+    src: str
+    dst: str
+    send_ps: int
+    arrive_ps: int
+    seq: int  # per sender, from 0: with `src` the tie-breaking key at equal times
+    kind: str
+    payload: Any
+    size_bytes: int
+
+    def order_key(self) -> tuple[int, str, int]:
+        return (self.arrive_ps, self.src, self.seq)
+
+
+@dataclass(frozen=True)
+class Channel:
+    src: str
+    dst: str
+    latency_ps: int
+
+    def __post_init__(self) -> None:
+        if self.latency_ps < 0:
+            raise ValueError(f"channel {self.src}->{self.dst}: latency_ps must be >= 0, got {self.latency_ps}")
+
+
+@dataclass
+class StepResult:
+    """What a partition reports after `advance`: DESIGN.md's (outbox, next_event_ps,
+    horizon_ps, trace_batch), with the horizon and the trace given per LP."""
+
+    outbox: list[Message]
+    next_event_ps: int | None
+    horizons_ps: dict[str, int | None]
+    now_ps: int
+    trace: list[tuple[str, pa.RecordBatch]] = field(default_factory=list)
+    requests: list[pa.RecordBatch] = field(default_factory=list)
+    events: int = 0
+    messages: int = 0

@@ -1,0 +1,1 @@
+"""Runnable experiments: each module has main(argv) and runs as `python -m scenarios.NAME`."""

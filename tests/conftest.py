@@ -1,0 +1,33 @@
+"""Shared helpers: run a scenario the way a user does, read its trace with pandas."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMALL = ["--users", "4", "--prompt-tokens", "64", "--output-tokens", "8", "--prefill-chunk", "32"]
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def run_json(*args: str) -> dict:
+    return json.loads(run_cli(*args, "--json").stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def headline_small(tmp_path_factory) -> dict:
+    """The headline scenario, small, at the default placement and layer detail."""
+    path = tmp_path_factory.mktemp("headline") / "run.arrow"
+    return run_json("run", "llama70b_four_wafers", *SMALL, "--trace", str(path))

@@ -1,0 +1,227 @@
+"""The SimPy model of one wafer running one pipeline stage of a transformer.
+
+Models: each unit (embedding, decoder layer, LM head) on its own region of cores sized
+by its weight bytes; a region works on one pass at a time, so passes of successive
+tokens and users pipeline through the regions; op costs from `wafer.costs`; SRAM as a
+capacity holding the weights and a KV-cache reservation per request. Ignores: prefill
+and decode sharing a region's cores at once, KV layout across regions, core failures.
+
+The model knows only its output port (`send`) and its trace buffer (`rows`); the engine
+that owns time and routes messages is somebody else's business.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Literal
+
+import simpy
+
+from wafer.costs import Region, handoff_ps, op_cost
+from wafer.ops import LayerShape, OpWork, decoder_layer_ops, embedding_ops, lm_head_ops
+from wafer.spec import WaferSpec
+from wafer.tandem import FifoTandem
+
+Detail = Literal["stage", "layer", "op"]
+DETAILS: tuple[str, ...] = ("stage", "layer", "op")
+TOKEN_ID_BYTES = 4  # a sampled token travels back as one int32
+
+
+class CapacityError(Exception):
+    """A wafer was asked to hold more than its SRAM."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """Tokens of one request crossing the pipeline once (a prefill chunk or a decode step)."""
+
+    request_id: int
+    token: int  # index of the output token this pass works towards
+    phase: str  # "prefill" or "decode"
+    n_tokens: int
+    ctx_tokens: int  # tokens already in this request's KV cache
+    emits: bool  # the pass ends in a sampled token (decode, or the last prefill chunk)
+    reserve_kv_tokens: int  # > 0 on a request's first pass: KV tokens to reserve
+    final: bool  # the request's last pass: its KV cache is freed afterwards
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One region's job: 'embed', 'layer' (with its index) or 'lm_head'."""
+
+    kind: str
+    layer: int | None
+    weight_bytes: int
+
+    @property
+    def name(self) -> str:
+        return f"layer{self.layer}" if self.kind == "layer" else self.kind
+
+
+@dataclass(frozen=True)
+class _Profile:
+    """Cost of one kind of pass through every unit of the stage (cached per shape)."""
+
+    service_ps: tuple[int, ...]
+    cum_end_ps: tuple[int, ...]
+    flops: tuple[int, ...]
+    sram_bytes: tuple[int, ...]
+    ops: tuple[tuple[tuple[str, int, int, int], ...], ...]  # per unit: (name, ps, flops, bytes)
+    handoff_ps: tuple[int, ...]
+
+
+TraceRow = tuple  # (start_ps, end_ps, kind, name, request_id, token, layer, bytes, flops, phase)
+
+
+class WaferStage:
+    """One wafer holding `units` in series. Feed it passes with `receive`."""
+
+    def __init__(self, env: simpy.Environment, spec: WaferSpec, shape: LayerShape,
+                 vocab_size: int, units: list[Unit], *, detail: Detail,
+                 last_stage: bool, send: Callable[[Pass, int, int], None],
+                 rows: list[TraceRow]) -> None:
+        if detail not in DETAILS:
+            raise ValueError(f"detail: must be one of {', '.join(DETAILS)}, got {detail!r}")
+        self.env, self.spec, self.shape, self.vocab_size = env, spec, shape, vocab_size
+        self.units, self.detail, self.last_stage = units, detail, last_stage
+        self._send, self._rows = send, rows
+        self.weight_bytes = sum(u.weight_bytes for u in units)
+        total_cores = spec.cores
+        self.regions = [Region(max(1, total_cores * u.weight_bytes // self.weight_bytes)) for u in units]
+        self.n_layers = sum(1 for u in units if u.kind == "layer")
+        self.kv_bytes_per_token = self.n_layers * shape.kv_bytes_per_token
+        if self.weight_bytes > spec.sram_bytes:
+            raise CapacityError(f"weights of {self.weight_bytes} B exceed {spec.name} SRAM of {spec.sram_bytes} B")
+        self._tandem = FifoTandem(len(units))
+        self._profiles: dict[tuple[int, int, bool], _Profile] = {}
+        self._pending_exits: deque[int] = deque()  # exit times of passes that will send
+        self._kv_bytes_in_use = 0
+        self._kv_releases: list[tuple[int, int]] = []  # heap of (time, bytes)
+        self._kv_reserved_at: dict[int, tuple[int, int]] = {}  # request -> (start, bytes)
+        self.peak_sram_bytes = self.weight_bytes
+        # The tightest promise: no pass can leave sooner than the cheapest one crosses.
+        self.transit_ps = self._profile(1, 0, False).cum_end_ps[-1]
+
+    # -- costs -------------------------------------------------------------------------
+    def _unit_ops(self, unit: Unit, n: int, ctx: int, emits: bool) -> list[OpWork]:
+        if unit.kind == "layer":
+            return decoder_layer_ops(self.shape, n, ctx)
+        if unit.kind == "embed":
+            return embedding_ops(self.shape.hidden_size, n, self.shape.bytes_per_param)
+        return lm_head_ops(self.shape.hidden_size, self.vocab_size, self.shape.bytes_per_param) if emits else []
+
+    def _profile(self, n: int, ctx: int, emits: bool) -> _Profile:
+        key = (n, ctx, emits)
+        profile = self._profiles.get(key)
+        if profile is not None:
+            return profile
+        per_shape: dict[tuple[str, int], tuple] = {}  # identical layers cost the same
+        service, flops, sram, ops, handoffs = [], [], [], [], []
+        act_bytes = n * self.shape.activation_bytes_per_token
+        for unit, region in zip(self.units, self.regions):
+            shape_key = (unit.kind, region.cores)
+            if shape_key not in per_shape:
+                costed = tuple((w.name, op_cost(w, region, self.spec).total_ps, w.flops, w.sram_bytes)
+                               for w in self._unit_ops(unit, n, ctx, emits))
+                hand = handoff_ps(act_bytes, region, self.spec) if costed else 0
+                per_shape[shape_key] = (costed, hand)
+            costed, hand = per_shape[shape_key]
+            ops.append(costed)
+            handoffs.append(hand)
+            service.append(sum(c[1] for c in costed) + hand)
+            flops.append(sum(c[2] for c in costed))
+            sram.append(sum(c[3] for c in costed))
+        profile = _Profile(tuple(service), tuple(accumulate(service)), tuple(flops), tuple(sram),
+                           tuple(ops), tuple(handoffs))
+        self._profiles[key] = profile
+        return profile
+
+    # -- the port ----------------------------------------------------------------------
+    def horizon_ps(self) -> int | None:
+        """Exact time of the next send, if a pass is in flight (sends happen at exit)."""
+        return self._pending_exits[0] if self._pending_exits else None
+
+    def receive(self, p: Pass) -> None:
+        now = self.env.now
+        if p.reserve_kv_tokens:
+            self._reserve_kv(p.request_id, p.reserve_kv_tokens, now)
+        profile = self._profile(p.n_tokens, p.ctx_tokens, p.emits)
+        sends = p.emits or not self.last_stage
+        size = TOKEN_ID_BYTES if self.last_stage else p.n_tokens * self.shape.activation_bytes_per_token
+        if self.detail == "stage":
+            exit_ps = self._tandem.exit_ps(now, profile.service_ps, profile.cum_end_ps)
+            self._rows.append((now, exit_ps, "compute", "stage", p.request_id, p.token, None,
+                               sum(profile.sram_bytes), sum(profile.flops), p.phase))
+            self._leave(p, exit_ps)
+            if sends:  # send at entry: a FIFO stage with fixed service knows the exit now
+                self._send(p, exit_ps, size)
+            return
+        starts, ends = self._tandem.schedule(now, profile.service_ps)
+        self._leave(p, ends[-1])
+        if sends:
+            self._pending_exits.append(ends[-1])
+        self.env.process(self._walk(p, profile, starts, ends, sends, size))
+
+    def _walk(self, p: Pass, profile: _Profile, starts: list[int], ends: list[int],
+              sends: bool, size: int):
+        """Live through the pass's schedule, one event per unit (or per op), tracing each."""
+        env, rows, by_op = self.env, self._rows, self.detail == "op"
+        for j, unit in enumerate(self.units):
+            if profile.service_ps[j] == 0:
+                continue
+            if not by_op:
+                yield env.timeout(ends[j] - env.now)
+                rows.append((starts[j], ends[j], "compute", unit.name, p.request_id, p.token,
+                             unit.layer, profile.sram_bytes[j], profile.flops[j], p.phase))
+                continue
+            t = starts[j]
+            for op_name, op_ps, op_flops, op_bytes in profile.ops[j]:
+                yield env.timeout(t + op_ps - env.now)
+                rows.append((t, t + op_ps, "compute", f"{unit.name}.{op_name}", p.request_id,
+                             p.token, unit.layer, op_bytes, op_flops, p.phase))
+                t += op_ps
+            hand = profile.handoff_ps[j]
+            yield env.timeout(t + hand - env.now)
+            rows.append((t, t + hand, "fabric", f"{unit.name}.handoff", p.request_id, p.token,
+                         unit.layer, p.n_tokens * self.shape.activation_bytes_per_token, None, p.phase))
+        if sends:
+            self._pending_exits.popleft()
+            self._send(p, env.now, size)
+
+    # -- SRAM --------------------------------------------------------------------------
+    def _reserve_kv(self, request_id: int, tokens: int, now: int) -> None:
+        while self._kv_releases and self._kv_releases[0][0] <= now:
+            self._kv_bytes_in_use -= heapq.heappop(self._kv_releases)[1]
+        kv_bytes = tokens * self.kv_bytes_per_token
+        in_use = self.weight_bytes + self._kv_bytes_in_use + kv_bytes
+        if in_use > self.spec.sram_bytes:
+            raise CapacityError(f"request {request_id}: KV cache of {kv_bytes} B would bring SRAM to "
+                                f"{in_use} B, over the {self.spec.sram_bytes} B of {self.spec.name}")
+        self._kv_bytes_in_use += kv_bytes
+        self.peak_sram_bytes = max(self.peak_sram_bytes, in_use)
+        self._kv_reserved_at[request_id] = (now, kv_bytes)
+
+    def _leave(self, p: Pass, exit_ps: int) -> None:
+        if not p.final or p.request_id not in self._kv_reserved_at:
+            return
+        start, kv_bytes = self._kv_reserved_at.pop(p.request_id)
+        heapq.heappush(self._kv_releases, (exit_ps, kv_bytes))
+        self._rows.append((start, exit_ps, "sram", "kv_cache", p.request_id, None, None, kv_bytes, None, p.phase))
+
+    def finish(self, end_ps: int) -> None:
+        """Trace what the wafer held for the whole run."""
+        self._rows.append((0, end_ps, "sram", "weights", None, None, None, self.weight_bytes, None, None))
+
+    def trace_names(self) -> list[str]:
+        names = ["stage", "kv_cache", "weights"]
+        for unit in self.units:
+            names.append(unit.name)
+            for emits in (False, True):
+                for op in self._unit_ops(unit, 1, 0, emits):
+                    names.append(f"{unit.name}.{op.name}")
+            names.append(f"{unit.name}.handoff")
+        return list(dict.fromkeys(names))

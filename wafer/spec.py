@@ -1,0 +1,111 @@
+"""Wafer specifications: the hardware constants of one wafer-scale processor.
+
+Models a wafer as a 2D mesh of identical cores, each with private SRAM, FP16 SIMD lanes
+and a router; ignores defective-core remapping (we use the mesh the SDK exposes).
+Every constant carries its unit and cites its row in shared/FACTS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class WaferSpec:
+    """One wafer. Frozen: per-run state lives in the SimPy model, never here."""
+
+    name: str
+    mesh_width_cores: int
+    mesh_height_cores: int
+    sram_bytes: int  # usable SRAM capacity of the whole wafer
+    sram_bytes_per_core: int
+    sram_bytes_per_s: float  # aggregate SRAM bandwidth of the wafer
+    fp16_lanes_per_core: int  # FP16 FMAs per core per cycle
+    clock_hz: float
+    mesh_link_bytes_per_cycle: int  # per direction, per neighbouring core pair
+    mesh_hop_cycles: int  # one router hop
+    core_router_cycles: int  # core <-> its own router
+    # Free parameters of the cost model (issue 4 fits them to one published point).
+    op_overhead_cycles: int  # fixed cost to start and finish one op on a region
+    reroute_cycles: int  # beta of WaferLLM's PLMR model: one software re-route
+    nonlinear_cycles_per_element: float  # exp / SiLU / rsqrt, per element per core
+
+    def __post_init__(self) -> None:
+        for field in ("mesh_width_cores", "mesh_height_cores", "sram_bytes",
+                      "sram_bytes_per_core", "fp16_lanes_per_core",
+                      "mesh_link_bytes_per_cycle", "mesh_hop_cycles"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"WaferSpec.{field}: must be > 0, got {getattr(self, field)}")
+        for field in ("sram_bytes_per_s", "clock_hz", "nonlinear_cycles_per_element"):
+            if not getattr(self, field) > 0:
+                raise ValueError(f"WaferSpec.{field}: must be > 0, got {getattr(self, field)}")
+        for field in ("core_router_cycles", "op_overhead_cycles", "reroute_cycles"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"WaferSpec.{field}: must be >= 0, got {getattr(self, field)}")
+
+    @property
+    def cores(self) -> int:
+        return self.mesh_width_cores * self.mesh_height_cores
+
+    @property
+    def sram_bytes_per_s_per_core(self) -> float:
+        return self.sram_bytes_per_s / self.cores
+
+    @property
+    def fp16_flops_per_s_per_core(self) -> float:
+        return self.fp16_lanes_per_core * 2 * self.clock_hz  # an FMA is 2 FLOPs
+
+    @property
+    def peak_fp16_flops_per_s(self) -> float:
+        return self.fp16_flops_per_s_per_core * self.cores
+
+    def with_overrides(self, **changes: object) -> WaferSpec:
+        return replace(self, **changes)
+
+
+# Defaults for the cost model's free parameters, shared by both presets until issue 4
+# calibrates them. Uncalibrated: 1,000 cycles is the order of a barrier across a
+# ~200-core-wide region (2 x side hops plus task switch), not a measured figure.
+DEFAULT_OP_OVERHEAD_CYCLES = 1000
+# Uncalibrated: 0 re-routes by default (a region's traffic stays on its own rows and columns).
+DEFAULT_REROUTE_CYCLES = 0
+# Uncalibrated: transcendental ops run without SIMD, about 4 cycles an element.
+DEFAULT_NONLINEAR_CYCLES_PER_ELEMENT = 4.0
+
+WSE3 = WaferSpec(
+    name="wse-3",
+    mesh_width_cores=762,  # FACTS: WSE-3 mesh seen by the SDK 762 x 1172 (WaferLLM compile.py)
+    mesh_height_cores=1172,
+    sram_bytes=44_000_000_000,  # FACTS: WSE-3 SRAM 44 GB per wafer (Hot Chips 2024)
+    sram_bytes_per_core=48 * 1024,  # FACTS: 48 KB per core (Hot Chips 2024)
+    sram_bytes_per_s=21e15,  # FACTS: SRAM bandwidth 21 PB/s per wafer (Hot Chips 2024)
+    fp16_lanes_per_core=8,  # FACTS: FP16 SIMD width 8 lanes per core per cycle
+    clock_hz=1.1e9,  # FACTS: clock about 1.1 GHz (WaferLLM; WSE-3 not published)
+    mesh_link_bytes_per_cycle=4,  # FACTS: mesh link 32 bits per cycle per direction
+    mesh_hop_cycles=1,  # FACTS: one hop per cycle (WaferLLM; Luczynski et al.)
+    core_router_cycles=2,  # FACTS: core-to-router about 2 cycles
+    op_overhead_cycles=DEFAULT_OP_OVERHEAD_CYCLES,
+    reroute_cycles=DEFAULT_REROUTE_CYCLES,
+    nonlinear_cycles_per_element=DEFAULT_NONLINEAR_CYCLES_PER_ELEMENT,
+)
+
+WSE2 = WaferSpec(
+    name="wse-2",
+    mesh_width_cores=757,  # FACTS: WSE-2 mesh 757 x 996 (WaferLLM)
+    mesh_height_cores=996,
+    sram_bytes=40_000_000_000,  # FACTS: WSE-2 40 GB SRAM
+    sram_bytes_per_core=48 * 1024,  # FACTS: WSE-2 48 KB per core
+    # FACTS gives no WSE-2 SRAM bandwidth: assume the WSE-3 per-core figure
+    # (21 PB/s / 893,064 cores), scaled to WSE-2's core count.
+    sram_bytes_per_s=21e15 / (762 * 1172) * (757 * 996),
+    fp16_lanes_per_core=4,  # FACTS: WSE-2 4 FP16 lanes
+    clock_hz=1.1e9,  # FACTS: about 1.1 GHz, WSE-2's maximum (WaferLLM)
+    mesh_link_bytes_per_cycle=4,  # FACTS: mesh link 32 bits per cycle per direction
+    mesh_hop_cycles=1,  # FACTS: one hop per cycle
+    core_router_cycles=2,  # FACTS: core-to-router about 2 cycles
+    op_overhead_cycles=DEFAULT_OP_OVERHEAD_CYCLES,
+    reroute_cycles=DEFAULT_REROUTE_CYCLES,
+    nonlinear_cycles_per_element=DEFAULT_NONLINEAR_CYCLES_PER_ELEMENT,
+)
+
+WAFER_PRESETS: dict[str, WaferSpec] = {spec.name: spec for spec in (WSE3, WSE2)}
