@@ -15,7 +15,7 @@ import pyarrow as pa
 import simpy
 
 from cluster.messages import Message
-from cluster.trace import REQUEST_SCHEMA
+from cluster.trace import NULL, REQUEST_SCHEMA, Tracer
 from cluster.workload import Request
 from wafer import Pass
 
@@ -35,8 +35,10 @@ class FrontendConfig:
 class Frontend:
     transit_ps = 0  # a returning token starts the next step at once
 
-    def __init__(self, env: simpy.Environment, config: FrontendConfig, send, rows: list[tuple]) -> None:
-        self.env, self.config, self._send, self._rows = env, config, send, rows
+    def __init__(self, env: simpy.Environment, config: FrontendConfig, send, tracer: Tracer) -> None:
+        self.env, self.config, self._send, self._rows = env, config, send, tracer.rows
+        self._queue_template = tracer.template("queue", tracer.name("admission"))
+        self._request_template = tracer.template("request", tracer.name("request"))
         self._arrivals = deque(config.requests)
         self._waiting: deque[Request] = deque()
         self._active = 0
@@ -64,8 +66,7 @@ class Frontend:
             now = self.env.now
             self._record[req.request_id][1] = now
             if now > req.arrival_ps:
-                self._rows.append((req.arrival_ps, now, "queue", "admission", req.request_id,
-                                   None, None, None, None, None))
+                self._rows.append((req.arrival_ps, now, self._queue_template, req.request_id, NULL))
             chunk, done = self.config.prefill_chunk_tokens, 0
             while done < req.prompt_tokens:
                 n = min(chunk, req.prompt_tokens - done)
@@ -89,16 +90,12 @@ class Frontend:
                             k == req.output_tokens - 1), now, PROMPT_TOKEN_BYTES)
             return
         record[3] = now
-        self._rows.append((record[0], now, "request", "request", req.request_id, None, None,
-                           None, None, None))
+        self._rows.append((record[0], now, self._request_template, req.request_id, NULL))
         self._active -= 1
         self._admit()
 
     def finish(self, end_ps: int) -> None:
         pass
-
-    def trace_names(self) -> list[str]:
-        return ["admission", "request"]
 
     def requests_batch(self) -> pa.RecordBatch:
         ids = sorted(rid for rid, r in self._record.items() if r[3] >= 0)

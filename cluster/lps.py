@@ -36,14 +36,14 @@ class WaferConfig:
     detail: str
     last_stage: bool
 
-    def build(self, env: simpy.Environment, send, rows: list[tuple]) -> WaferLP:
+    def build(self, env: simpy.Environment, send, tracer) -> WaferLP:
         return WaferLP(env, self.spec, self.shape, self.vocab_size, list(self.units),
-                       detail=self.detail, last_stage=self.last_stage, send=send, rows=rows)
+                       detail=self.detail, last_stage=self.last_stage, send=send, tracer=tracer)
 
 
 @dataclass(frozen=True)
 class LinkConfig:
     spec: LinkSpec
 
-    def build(self, env: simpy.Environment, send, rows: list[tuple]) -> LinkLP:
-        return LinkLP(env, self.spec, send, rows)
+    def build(self, env: simpy.Environment, send, tracer) -> LinkLP:
+        return LinkLP(env, self.spec, send, tracer)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One transfer on a channel. `send_ps` is when it leaves the sender (which may be in
-    the sender's future: send at entry); `arrive_ps` adds the channel's latency."""
+    the sender's future: send at entry); `arrive_ps` adds the channel's latency.
+    A NamedTuple: immutable, picklable, and several times cheaper to make than a frozen
+    dataclass, which matters at a million messages a run."""
 
     src: str
     dst: str

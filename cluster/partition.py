@@ -20,27 +20,11 @@ import simpy
 from cluster.errors import CausalityError
 from cluster.graph import Component, Graph
 from cluster.messages import Message, StepResult
-from cluster.trace import RowEncoder, TraceVocab
+from cluster.trace import RowEncoder, Tracer, TraceVocab
 
 FLUSH_ROWS = 65_536  # rows buffered per partition before they become record batches
 _CHECK_EVERY = 4096  # events between buffer checks
 _MESSAGE_PRIORITY_BASE = 2  # above simpy's URGENT (0) and NORMAL (1)
-
-
-class CountingEnvironment(simpy.Environment):
-    """A simpy Environment that counts the events it schedules."""
-
-    def __init__(self) -> None:
-        super().__init__(initial_time=0)
-        self.scheduled = 0
-
-    def schedule(self, event: simpy.Event, priority: int = 1, delay: int = 0) -> None:
-        self.scheduled += 1
-        heapq.heappush(self._queue, (self._now + delay, priority, next(self._eid), event))
-
-    @property
-    def processed(self) -> int:
-        return self.scheduled - len(self._queue)
 
 
 def _delivery_priority(src_index: int, seq: int) -> int:
@@ -55,14 +39,15 @@ class Partition:
 
     def __init__(self, graph: Graph, lp_names: list[str], vocab: TraceVocab,
                  trace_sink: Callable[[str, Any], None] | None = None) -> None:
-        self.env = env = CountingEnvironment()
+        self.env = env = simpy.Environment(initial_time=0)
+        self.events = 0
         specs = graph.lp
         self._names = list(lp_names)
         self._index = {name: i for i, name in enumerate(sorted(specs))}  # global, grouping-free
         local = set(lp_names)
         self._outbox: list[Message] = []
         self._sink = trace_sink
-        self._rows: dict[str, list[tuple]] = {}
+        self._tracers: dict[str, Tracer] = {}
         self._encoders: dict[str, RowEncoder] = {}
         self._components: dict[str, Component] = {}
         self._deliver: dict[str, Callable[[simpy.Event], None]] = {}
@@ -72,15 +57,14 @@ class Partition:
         self.messages = 0
         for name in lp_names:
             spec = specs[name]
-            rows: list[tuple] = []
-            self._rows[name] = rows
-            self._encoders[name] = vocab.encoder(name, spec.datacenter)
+            tracer = self._tracers[name] = Tracer(vocab)
+            self._encoders[name] = RowEncoder(vocab, name, spec.datacenter, tracer)
             channel = graph.out_channel(name)
             if channel is None:
                 send = _no_output(name)
             else:
                 send = self._outlet(name, channel.dst, channel.latency_ps, channel.dst in local)
-            self._components[name] = spec.config.build(env, send, rows)
+            self._components[name] = spec.config.build(env, send, tracer)
         for name, component in self._components.items():
             self._deliver[name] = self._make_delivery(name, component)
 
@@ -89,13 +73,15 @@ class Partition:
         env, seq = self.env, itertools.count()
         outbox = self._outbox
 
+        schedule = self._schedule
+
         def send(payload: Any, send_ps: int, size_bytes: int) -> None:
-            if send_ps < env.now:
-                raise CausalityError(f"{src}: send at {send_ps} ps is before now {env.now} ps")
+            if send_ps < env._now:
+                raise CausalityError(f"{src}: send at {send_ps} ps is before now {env._now} ps")
             msg = Message(src, dst, send_ps, send_ps + latency_ps, next(seq), "pass", payload, size_bytes)
             self.messages += 1
             if local:
-                self._schedule(msg)
+                schedule(msg)
             else:
                 outbox.append(msg)
         return send
@@ -112,35 +98,36 @@ class Partition:
 
     def _schedule(self, msg: Message) -> None:
         env = self.env
-        if msg.arrive_ps < env.now:
+        if msg.arrive_ps < env._now:
             raise CausalityError(f"{msg.src} -> {msg.dst}: message arrives at {msg.arrive_ps} ps, "
-                                 f"in the past of {msg.dst} (now {env.now} ps)")
-        event = simpy.Event(env)
-        event._ok = True
-        event._value = msg
-        event.callbacks.append(self._deliver[msg.dst])
+                                 f"in the past of {msg.dst} (now {env._now} ps)")
         if self._exports:
             heapq.heappush(self._incoming[msg.dst], msg.arrive_ps)
-        env.schedule(event, _delivery_priority(self._index[msg.src], msg.seq), msg.arrive_ps - env.now)
+        event = _Delivery(env, msg, self._deliver[msg.dst])
+        heapq.heappush(env._queue, (msg.arrive_ps, _delivery_priority(self._index[msg.src], msg.seq),
+                                    next(env._eid), event))
 
     # -- stepping ----------------------------------------------------------------------
     def advance(self, until_ps: float, inbox: list[Message]) -> StepResult:
         """Take `inbox`, run every event strictly before `until_ps`, report."""
         for msg in sorted(inbox, key=Message.order_key):
             self._schedule(msg)
-        env, peek, step = self.env, self.env.peek, self.env.step
-        events_before = env.processed
+        env, step, queue = self.env, self.env.step, self.env._queue  # the heap: peek() costs a call
         batches: list[tuple[str, Any]] = []
-        n = 0
-        while peek() < until_ps:
-            step()
-            n += 1
-            if n % _CHECK_EVERY == 0 and sum(map(len, self._rows.values())) >= FLUSH_ROWS:
+        events = 0
+        while queue and queue[0][0] < until_ps:
+            for _ in range(_CHECK_EVERY):  # check the trace buffers every so often, not every event
+                if not queue or queue[0][0] >= until_ps:
+                    break
+                step()
+                events += 1
+            if self._buffered_rows() >= FLUSH_ROWS:
                 batches += self._drain()
         batches += self._drain()
+        self.events += events
         outbox, self._outbox[:] = list(self._outbox), []
         result = StepResult(outbox, self._next_event(), self._horizons(), env.now, batches,
-                            events=env.processed - events_before, messages=self.messages)
+                            events=events, messages=self.messages)
         self.messages = 0
         return result
 
@@ -171,10 +158,14 @@ class Partition:
             out[name] = h
         return out
 
+    def _buffered_rows(self) -> int:
+        return sum(len(t.rows) for t in self._tracers.values())
+
     def _drain(self) -> list[tuple[str, Any]]:
         """Encode buffered rows as record batches; hand them to the sink or return them."""
         out = []
-        for name, rows in self._rows.items():
+        for name, tracer in self._tracers.items():
+            rows = tracer.rows
             if rows:
                 batch = self._encoders[name].encode(rows)
                 rows.clear()
@@ -183,6 +174,18 @@ class Partition:
                 else:
                     out.append((name, batch))
         return out
+
+
+class _Delivery(simpy.Event):
+    """A message on its way in: an event already triggered, processed at its arrival time.
+    Built without Event.__init__'s generality: one per message adds up."""
+
+    def __init__(self, env: simpy.Environment, msg: Message, deliver: Callable[[simpy.Event], None]) -> None:
+        self.env = env
+        self.callbacks = [deliver]
+        self._ok = True
+        self._value = msg
+        self._defused = False
 
 
 def _no_output(name: str) -> Callable[[Any, int, int], None]:

@@ -16,7 +16,7 @@ from cluster.messages import Channel
 from cluster.model import resolve_model
 from cluster.plan import PipelinePlan, plan_pipeline
 from cluster.summary import summarize
-from cluster.trace import TraceVocab, TraceWriter
+from cluster.trace import Tracer, TraceVocab, TraceWriter
 from cluster.workload import generate_requests
 from interconnect import CS3_LINK, SITES, fibre_latency_ps
 from wafer import DETAILS, WAFER_PRESETS
@@ -95,9 +95,10 @@ def build_graph(cfg: ScenarioConfig, plan: PipelinePlan) -> tuple[Graph, TraceVo
         channels += [Channel(f"wafer{w}", link, 0), Channel(link, dst_name, 0)]
     lps, names = [], set()
     for name, site, config in configs:
-        probe = config.build(simpy.Environment(), lambda *a: None, [])  # learn its promises
+        tracer = Tracer()  # a probe: learns the component's promises and trace names
+        probe = config.build(simpy.Environment(), lambda *a: None, tracer)
         lps.append(LPSpec(name, site, config, probe.transit_ps))
-        names.update(probe.trace_names())
+        names.update(tracer.seen_names)
     vocab = TraceVocab(tuple(lp.name for lp in lps), tuple(dict.fromkeys(cfg.sites)), tuple(sorted(names)))
     return Graph(tuple(lps), tuple(channels)), vocab
 

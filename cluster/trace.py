@@ -14,8 +14,10 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 KINDS = ("compute", "sram", "fabric", "link", "queue", "request")
@@ -41,6 +43,9 @@ def requests_path(spans_path: str | Path) -> Path:
     return p.with_name(f"{p.stem}.requests{p.suffix}")
 
 
+NULL = -1  # nullable columns hold -1 for "none": ids, counts and layers are never negative
+
+
 @dataclass(frozen=True)
 class TraceVocab:
     """The dictionaries of the trace's string columns, fixed before the run starts."""
@@ -49,42 +54,79 @@ class TraceVocab:
     datacenters: tuple[str, ...]
     names: tuple[str, ...]
 
-    def encoder(self, lp: str, datacenter: str) -> RowEncoder:
-        return RowEncoder(self, lp, datacenter)
+
+class Tracer:
+    """What a component traces into.
+
+    A span is `rows.append((start_ps, end_ps, template, request_id, token))`; the template
+    (from `template(...)`, called once per distinct shape of span and cached by the
+    caller) holds what many spans share: kind, name, layer, bytes, FLOPs, phase. Five
+    ints a span is what keeps tracing cheap next to the simulation itself.
+
+    With no vocabulary it is a probe: it hands out fresh name codes and remembers the
+    names, which is how the graph learns every name a component can emit.
+    """
+
+    def __init__(self, vocab: TraceVocab | None = None) -> None:
+        self.rows: list[tuple[int, int, int, int, int]] = []
+        self.templates: list[tuple[int, int, int, int, int, int]] = []
+        self._template_ids: dict[tuple, int] = {}
+        self._names = {n: i for i, n in enumerate(vocab.names)} if vocab else None
+        self.seen_names: list[str] = []
+
+    def name(self, name: str) -> int:
+        if self._names is None:
+            if name not in self.seen_names:
+                self.seen_names.append(name)
+            return self.seen_names.index(name)
+        try:
+            return self._names[name]
+        except KeyError:
+            raise ValueError(f"trace: name {name!r} is not in the vocabulary") from None
+
+    def template(self, kind: str, name: int, layer: int | None = None, nbytes: int | None = None,
+                 flops: int | None = None, phase: str | None = None) -> int:
+        """The id of a span shape; `name` is a code from `name()`."""
+        key = (KINDS.index(kind), name, NULL if layer is None else layer, NULL if nbytes is None else nbytes,
+               NULL if flops is None else flops, NULL if phase is None else PHASES.index(phase))
+        tid = self._template_ids.get(key)
+        if tid is None:
+            tid = self._template_ids[key] = len(self.templates)
+            self.templates.append(key)
+        return tid
 
 
 class RowEncoder:
-    """Turns one LP's row tuples into record batches of SPAN_SCHEMA."""
+    """Turns one LP's rows into a record batch of SPAN_SCHEMA, without a Python loop."""
 
-    def __init__(self, vocab: TraceVocab, lp: str, datacenter: str) -> None:
+    def __init__(self, vocab: TraceVocab, lp: str, datacenter: str, tracer: Tracer) -> None:
         self._dicts = {k: pa.array(v, pa.string()) for k, v in
                        (("lp", vocab.lps), ("datacenter", vocab.datacenters), ("kind", KINDS),
                         ("name", vocab.names), ("phase", PHASES))}
         self._lp_code = vocab.lps.index(lp)
         self._dc_code = vocab.datacenters.index(datacenter)
-        self._kind = {k: i for i, k in enumerate(KINDS)}
-        self._name = {k: i for i, k in enumerate(vocab.names)}
-        self._phase = {k: i for i, k in enumerate(PHASES)}
-        self._phase[None] = None
+        self._tracer = tracer
 
-    def _dict(self, key: str, codes: list | pa.Array) -> pa.DictionaryArray:
-        return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), self._dicts[key])
+    def _dict(self, key: str, codes: np.ndarray) -> pa.DictionaryArray:
+        indices = pa.array(codes.astype(np.int32), mask=codes == NULL)
+        return pa.DictionaryArray.from_arrays(indices, self._dicts[key])
 
     def encode(self, rows: list[tuple]) -> pa.RecordBatch:
         n = len(rows)
-        start, end, kind, name, rid, token, layer, nbytes, flops, phase = zip(*rows)
-        try:
-            names = [self._name[x] for x in name]
-        except KeyError as exc:
-            raise ValueError(f"trace: name {exc.args[0]!r} is not in the vocabulary") from None
+        table = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=5 * n).reshape(n, 5)
+        shapes = np.array(self._tracer.templates, dtype=np.int64)[table[:, 2]]
+
+        def col(values: np.ndarray, typ: pa.DataType, nullable: bool = True) -> pa.Array:
+            values = np.ascontiguousarray(values)
+            return pa.array(values, typ, mask=(values == NULL) if nullable else None)
+
         return pa.record_batch([
-            pa.array(start, pa.int64()), pa.array(end, pa.int64()),
-            self._dict("lp", pa.nulls(n, pa.int32()).fill_null(self._lp_code)),
-            self._dict("datacenter", pa.nulls(n, pa.int32()).fill_null(self._dc_code)),
-            self._dict("kind", [self._kind[x] for x in kind]), self._dict("name", names),
-            pa.array(rid, pa.int64()), pa.array(token, pa.int32()), pa.array(layer, pa.int16()),
-            pa.array(nbytes, pa.int64()), pa.array(flops, pa.int64()),
-            self._dict("phase", [self._phase[x] for x in phase]),
+            col(table[:, 0], pa.int64(), False), col(table[:, 1], pa.int64(), False),
+            self._dict("lp", np.full(n, self._lp_code)), self._dict("datacenter", np.full(n, self._dc_code)),
+            self._dict("kind", shapes[:, 0]), self._dict("name", shapes[:, 1]),
+            col(table[:, 3], pa.int64()), col(table[:, 4], pa.int32()), col(shapes[:, 2], pa.int16()),
+            col(shapes[:, 3], pa.int64()), col(shapes[:, 4], pa.int64()),
+            self._dict("phase", shapes[:, 5]),
         ], schema=SPAN_SCHEMA)
 
 

@@ -15,34 +15,49 @@ import simpy
 
 from interconnect.spec import LinkSpec
 
+NULL = -1  # "none" in a trace row
+
 
 class Link:
     def __init__(self, env: simpy.Environment, spec: LinkSpec,
-                 send: Callable[[Any, int, int], None], rows: list[tuple]) -> None:
+                 send: Callable[[Any, int, int], None], tracer) -> None:
         self.env, self.spec = env, spec
-        self._send, self._rows = send, rows
+        self._send, self._tracer, self._rows = send, tracer, tracer.rows
+        self._names = (tracer.name("wait"), tracer.name("transfer"))
         self._wire_free_ps = 0
+        # By (size, phase): a run sends few distinct sizes.
+        self._by_size: dict[tuple[int, str | None], tuple[int, int, int]] = {}
         self.transit_ps = spec.latency_ps  # nothing crosses faster than the light does
         self.bytes_sent = 0
 
     def horizon_ps(self) -> int | None:
         return None  # every transfer is sent the moment it enters
 
+    def _shape(self, size_bytes: int, phase: str | None) -> tuple[int, int, int]:
+        """(serialization time, queue template, transfer template) for a transfer size."""
+        wait, transfer = self._names
+        shape = (self.spec.serialization_ps(size_bytes),
+                 self._tracer.template("queue", wait, None, size_bytes, None, phase),
+                 self._tracer.template("link", transfer, None, size_bytes, None, phase))
+        self._by_size[(size_bytes, phase)] = shape
+        return shape
+
     def receive(self, payload: Any, size_bytes: int, request_id: int | None = None,
                 token: int | None = None, phase: str | None = None) -> None:
-        now = self.env.now
+        now = self.env._now  # the hot path skips the property
         start = now if now >= self._wire_free_ps else self._wire_free_ps
-        end = start + self.spec.serialization_ps(size_bytes)
+        serialization, queue_template, link_template = (
+            self._by_size.get((size_bytes, phase)) or self._shape(size_bytes, phase))
+        end = start + serialization
         self._wire_free_ps = end
         arrive = end + self.spec.latency_ps
+        rid = NULL if request_id is None else request_id
+        tok = NULL if token is None else token
         if start > now:
-            self._rows.append((now, start, "queue", "wait", request_id, token, None, size_bytes, None, phase))
-        self._rows.append((start, arrive, "link", "transfer", request_id, token, None, size_bytes, None, phase))
+            self._rows.append((now, start, queue_template, rid, tok))
+        self._rows.append((start, arrive, link_template, rid, tok))
         self.bytes_sent += size_bytes
         self._send(payload, arrive, size_bytes)
 
     def finish(self, end_ps: int) -> None:
         pass
-
-    def trace_names(self) -> list[str]:
-        return ["wait", "transfer"]

@@ -33,7 +33,7 @@ class LinkSpec:
 
     def serialization_ps(self, size_bytes: int) -> int:
         """Time to put `size_bytes` on the wire; rounded up to whole picoseconds."""
-        return math.ceil(size_bytes * 8 * PS_PER_S / self.bits_per_s)
+        return math.ceil(size_bytes * 8 * PS_PER_S / (self.lanes * self.lane_bits_per_s))
 
     def with_latency(self, latency_ps: int) -> LinkSpec:
         return replace(self, latency_ps=latency_ps)

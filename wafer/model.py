@@ -6,7 +6,7 @@ tokens and users pipeline through the regions; op costs from `wafer.costs`; SRAM
 capacity holding the weights and a KV-cache reservation per request. Ignores: prefill
 and decode sharing a region's cores at once, KV layout across regions, core failures.
 
-The model knows only its output port (`send`) and its trace buffer (`rows`); the engine
+The model knows only its output port (`send`) and its trace buffer (`tracer`); the engine
 that owns time and routes messages is somebody else's business.
 """
 
@@ -20,6 +20,7 @@ from itertools import accumulate
 from typing import Literal
 
 import simpy
+from simpy.events import Timeout
 
 from wafer.costs import Region, handoff_ps, op_cost
 from wafer.ops import LayerShape, OpWork, decoder_layer_ops, embedding_ops, lm_head_ops
@@ -29,6 +30,7 @@ from wafer.tandem import FifoTandem
 Detail = Literal["stage", "layer", "op"]
 DETAILS: tuple[str, ...] = ("stage", "layer", "op")
 TOKEN_ID_BYTES = 4  # a sampled token travels back as one int32
+NULL = -1  # "none" in a trace row
 
 
 class CapacityError(Exception):
@@ -64,17 +66,15 @@ class Unit:
 
 @dataclass(frozen=True)
 class _Profile:
-    """Cost of one kind of pass through every unit of the stage (cached per shape)."""
+    """One kind of pass (tokens, context, emits, phase) through every unit: costs and the
+    trace templates of its spans, computed once and cached."""
 
     service_ps: tuple[int, ...]
     cum_end_ps: tuple[int, ...]
-    flops: tuple[int, ...]
-    sram_bytes: tuple[int, ...]
-    ops: tuple[tuple[tuple[str, int, int, int], ...], ...]  # per unit: (name, ps, flops, bytes)
-    handoff_ps: tuple[int, ...]
-
-
-TraceRow = tuple  # (start_ps, end_ps, kind, name, request_id, token, layer, bytes, flops, phase)
+    busy_units: tuple[int, ...]  # units with work for this pass (the LM head idles on most)
+    unit_template: tuple[int, ...]  # layer detail: one span per unit
+    ops: tuple[tuple[tuple[int, int], ...], ...]  # op detail, per unit: (duration, template)
+    stage_template: int  # stage detail: one span per pass
 
 
 class WaferStage:
@@ -82,29 +82,35 @@ class WaferStage:
 
     def __init__(self, env: simpy.Environment, spec: WaferSpec, shape: LayerShape,
                  vocab_size: int, units: list[Unit], *, detail: Detail,
-                 last_stage: bool, send: Callable[[Pass, int, int], None],
-                 rows: list[TraceRow]) -> None:
+                 last_stage: bool, send: Callable[[Pass, int, int], None], tracer) -> None:
         if detail not in DETAILS:
             raise ValueError(f"detail: must be one of {', '.join(DETAILS)}, got {detail!r}")
         self.env, self.spec, self.shape, self.vocab_size = env, spec, shape, vocab_size
         self.units, self.detail, self.last_stage = units, detail, last_stage
-        self._send, self._rows = send, rows
+        self._send, self._tracer, self._rows = send, tracer, tracer.rows
         self.weight_bytes = sum(u.weight_bytes for u in units)
-        total_cores = spec.cores
-        self.regions = [Region(max(1, total_cores * u.weight_bytes // self.weight_bytes)) for u in units]
-        self.n_layers = sum(1 for u in units if u.kind == "layer")
-        self.kv_bytes_per_token = self.n_layers * shape.kv_bytes_per_token
         if self.weight_bytes > spec.sram_bytes:
             raise CapacityError(f"weights of {self.weight_bytes} B exceed {spec.name} SRAM of {spec.sram_bytes} B")
+        self.regions = [Region(max(1, spec.cores * u.weight_bytes // self.weight_bytes)) for u in units]
+        self.n_layers = sum(1 for u in units if u.kind == "layer")
+        self.kv_bytes_per_token = self.n_layers * shape.kv_bytes_per_token
         self._tandem = FifoTandem(len(units))
-        self._profiles: dict[tuple[int, int, bool], _Profile] = {}
+        self._profiles: dict[tuple[int, int, bool, str], _Profile] = {}
         self._pending_exits: deque[int] = deque()  # exit times of passes that will send
         self._kv_bytes_in_use = 0
         self._kv_releases: list[tuple[int, int]] = []  # heap of (time, bytes)
         self._kv_reserved_at: dict[int, tuple[int, int]] = {}  # request -> (start, bytes)
         self.peak_sram_bytes = self.weight_bytes
+        self._names = {name: tracer.name(name) for name in self._trace_names()}
         # The tightest promise: no pass can leave sooner than the cheapest one crosses.
-        self.transit_ps = self._profile(1, 0, False).cum_end_ps[-1]
+        self.transit_ps = self._profile(1, 0, False, "decode").cum_end_ps[-1]
+
+    def _trace_names(self) -> list[str]:
+        names = ["stage", "kv_cache", "weights"]
+        for unit in self.units:
+            names += [unit.name, f"{unit.name}.handoff"]
+            names += [f"{unit.name}.{op.name}" for emits in (False, True) for op in self._unit_ops(unit, 1, 0, emits)]
+        return names
 
     # -- costs -------------------------------------------------------------------------
     def _unit_ops(self, unit: Unit, n: int, ctx: int, emits: bool) -> list[OpWork]:
@@ -114,29 +120,39 @@ class WaferStage:
             return embedding_ops(self.shape.hidden_size, n, self.shape.bytes_per_param)
         return lm_head_ops(self.shape.hidden_size, self.vocab_size, self.shape.bytes_per_param) if emits else []
 
-    def _profile(self, n: int, ctx: int, emits: bool) -> _Profile:
-        key = (n, ctx, emits)
+    def _profile(self, n: int, ctx: int, emits: bool, phase: str) -> _Profile:
+        key = (n, ctx, emits, phase)
         profile = self._profiles.get(key)
         if profile is not None:
             return profile
+        template, names = self._tracer.template, self._names
         per_shape: dict[tuple[str, int], tuple] = {}  # identical layers cost the same
-        service, flops, sram, ops, handoffs = [], [], [], [], []
+        service, unit_templates, ops = [], [], []
+        total_flops = total_bytes = 0
         act_bytes = n * self.shape.activation_bytes_per_token
         for unit, region in zip(self.units, self.regions):
             shape_key = (unit.kind, region.cores)
             if shape_key not in per_shape:
-                costed = tuple((w.name, op_cost(w, region, self.spec).total_ps, w.flops, w.sram_bytes)
-                               for w in self._unit_ops(unit, n, ctx, emits))
-                hand = handoff_ps(act_bytes, region, self.spec) if costed else 0
+                works = self._unit_ops(unit, n, ctx, emits)
+                costed = [(w, op_cost(w, region, self.spec).total_ps) for w in works]
+                hand = handoff_ps(act_bytes, region, self.spec) if works else 0
                 per_shape[shape_key] = (costed, hand)
             costed, hand = per_shape[shape_key]
-            ops.append(costed)
-            handoffs.append(hand)
-            service.append(sum(c[1] for c in costed) + hand)
-            flops.append(sum(c[2] for c in costed))
-            sram.append(sum(c[3] for c in costed))
-        profile = _Profile(tuple(service), tuple(accumulate(service)), tuple(flops), tuple(sram),
-                           tuple(ops), tuple(handoffs))
+            flops = sum(w.flops for w, _ in costed)
+            nbytes = sum(w.sram_bytes for w, _ in costed)
+            total_flops, total_bytes = total_flops + flops, total_bytes + nbytes
+            service.append(sum(ps for _, ps in costed) + hand)
+            unit_templates.append(template("compute", names[unit.name], unit.layer, nbytes, flops, phase))
+            unit_ops = [(ps, template("compute", names[f"{unit.name}.{w.name}"], unit.layer, w.sram_bytes,
+                                      w.flops, phase)) for w, ps in costed]
+            if costed:
+                unit_ops.append((hand, template("fabric", names[f"{unit.name}.handoff"], unit.layer, act_bytes,
+                                                None, phase)))
+            ops.append(tuple(unit_ops))
+        profile = _Profile(
+            tuple(service), tuple(accumulate(service)), tuple(j for j, t in enumerate(service) if t),
+            tuple(unit_templates), tuple(ops),
+            template("compute", names["stage"], None, total_bytes, total_flops, phase))
         self._profiles[key] = profile
         return profile
 
@@ -146,21 +162,20 @@ class WaferStage:
         return self._pending_exits[0] if self._pending_exits else None
 
     def receive(self, p: Pass) -> None:
-        now = self.env.now
+        now = self.env._now  # the hot path skips the property
         if p.reserve_kv_tokens:
             self._reserve_kv(p.request_id, p.reserve_kv_tokens, now)
-        profile = self._profile(p.n_tokens, p.ctx_tokens, p.emits)
+        profile = self._profile(p.n_tokens, p.ctx_tokens, p.emits, p.phase)
         sends = p.emits or not self.last_stage
         size = TOKEN_ID_BYTES if self.last_stage else p.n_tokens * self.shape.activation_bytes_per_token
         if self.detail == "stage":
             exit_ps = self._tandem.exit_ps(now, profile.service_ps, profile.cum_end_ps)
-            self._rows.append((now, exit_ps, "compute", "stage", p.request_id, p.token, None,
-                               sum(profile.sram_bytes), sum(profile.flops), p.phase))
+            self._rows.append((now, exit_ps, profile.stage_template, p.request_id, p.token))
             self._leave(p, exit_ps)
             if sends:  # send at entry: a FIFO stage with fixed service knows the exit now
                 self._send(p, exit_ps, size)
             return
-        starts, ends = self._tandem.schedule(now, profile.service_ps)
+        starts, ends = self._tandem.schedule(now, profile.service_ps, profile.cum_end_ps)
         self._leave(p, ends[-1])
         if sends:
             self._pending_exits.append(ends[-1])
@@ -169,28 +184,24 @@ class WaferStage:
     def _walk(self, p: Pass, profile: _Profile, starts: list[int], ends: list[int],
               sends: bool, size: int):
         """Live through the pass's schedule, one event per unit (or per op), tracing each."""
-        env, rows, by_op = self.env, self._rows, self.detail == "op"
-        for j, unit in enumerate(self.units):
-            if profile.service_ps[j] == 0:
-                continue
-            if not by_op:
-                yield env.timeout(ends[j] - env.now)
-                rows.append((starts[j], ends[j], "compute", unit.name, p.request_id, p.token,
-                             unit.layer, profile.sram_bytes[j], profile.flops[j], p.phase))
-                continue
-            t = starts[j]
-            for op_name, op_ps, op_flops, op_bytes in profile.ops[j]:
-                yield env.timeout(t + op_ps - env.now)
-                rows.append((t, t + op_ps, "compute", f"{unit.name}.{op_name}", p.request_id,
-                             p.token, unit.layer, op_bytes, op_flops, p.phase))
-                t += op_ps
-            hand = profile.handoff_ps[j]
-            yield env.timeout(t + hand - env.now)
-            rows.append((t, t + hand, "fabric", f"{unit.name}.handoff", p.request_id, p.token,
-                         unit.layer, p.n_tokens * self.shape.activation_bytes_per_token, None, p.phase))
+        env, append = self.env, self._rows.append
+        rid, token = p.request_id, p.token
+        if self.detail == "layer":
+            templates = profile.unit_template
+            for j in profile.busy_units:
+                end = ends[j]
+                yield Timeout(env, end - env._now)
+                append((starts[j], end, templates[j], rid, token))
+        else:
+            for j in profile.busy_units:
+                t = starts[j]
+                for op_ps, template in profile.ops[j]:
+                    yield Timeout(env, t + op_ps - env._now)
+                    append((t, t + op_ps, template, rid, token))
+                    t += op_ps
         if sends:
             self._pending_exits.popleft()
-            self._send(p, env.now, size)
+            self._send(p, env._now, size)
 
     # -- SRAM --------------------------------------------------------------------------
     def _reserve_kv(self, request_id: int, tokens: int, now: int) -> None:
@@ -210,18 +221,10 @@ class WaferStage:
             return
         start, kv_bytes = self._kv_reserved_at.pop(p.request_id)
         heapq.heappush(self._kv_releases, (exit_ps, kv_bytes))
-        self._rows.append((start, exit_ps, "sram", "kv_cache", p.request_id, None, None, kv_bytes, None, p.phase))
+        template = self._tracer.template("sram", self._names["kv_cache"], None, kv_bytes, None, None)
+        self._rows.append((start, exit_ps, template, p.request_id, NULL))
 
     def finish(self, end_ps: int) -> None:
         """Trace what the wafer held for the whole run."""
-        self._rows.append((0, end_ps, "sram", "weights", None, None, None, self.weight_bytes, None, None))
-
-    def trace_names(self) -> list[str]:
-        names = ["stage", "kv_cache", "weights"]
-        for unit in self.units:
-            names.append(unit.name)
-            for emits in (False, True):
-                for op in self._unit_ops(unit, 1, 0, emits):
-                    names.append(f"{unit.name}.{op.name}")
-            names.append(f"{unit.name}.handoff")
-        return list(dict.fromkeys(names))
+        template = self._tracer.template("sram", self._names["weights"], None, self.weight_bytes, None, None)
+        self._rows.append((0, end_ps, template, NULL, NULL))

@@ -3,6 +3,7 @@
 import pytest
 import simpy
 
+from cluster.trace import KINDS, Tracer
 from interconnect import CS3_LINK, SITES, Link, LinkSpec, fibre_latency_ps, great_circle_km
 
 
@@ -21,12 +22,13 @@ def test_fibre_latency_is_distance_times_route_times_speed():
 def test_transfer_is_serialization_plus_latency_and_queues_fifo():
     env = simpy.Environment()
     spec = LinkSpec(lanes=1, lane_bits_per_s=8e9, latency_ps=1_000_000)  # 1 byte per ns
-    out, rows = [], []
-    link = Link(env, spec, lambda p, t, size: out.append((p, t)), rows)
+    out, tracer = [], Tracer()
+    link = Link(env, spec, lambda p, t, size: out.append((p, t)), tracer)
     link.receive("a", 1000)
     link.receive("b", 1000)
     assert out == [("a", 1_000_000 + 1_000_000), ("b", 2_000_000 + 1_000_000)]
-    assert [r[2] for r in rows] == ["link", "queue", "link"]
+    kinds = [KINDS[tracer.templates[row[2]][0]] for row in tracer.rows]
+    assert kinds == ["link", "queue", "link"]
 
 
 def test_doubling_bandwidth_never_slows_a_transfer():

@@ -3,6 +3,7 @@
 import pytest
 import simpy
 
+from cluster.trace import KINDS, Tracer
 from wafer import WSE3, CapacityError, LayerShape, Pass, Unit, WaferStage
 from wafer.tandem import FifoTandem
 
@@ -11,11 +12,16 @@ SHAPE = LayerShape(8192, 28672, 64, 8, 128)
 
 def make_stage(detail, layers=4, last=False):
     env = simpy.Environment()
-    sent, rows = [], []
+    sent, tracer = [], Tracer()
     units = [Unit("layer", i, SHAPE.weight_bytes) for i in range(layers)]
     stage = WaferStage(env, WSE3, SHAPE, 128256, units, detail=detail, last_stage=last,
-                       send=lambda p, t, size: sent.append((t, p, size)), rows=rows)
-    return env, stage, sent, rows
+                       send=lambda p, t, size: sent.append((t, p, size)), tracer=tracer)
+    return env, stage, sent, tracer
+
+
+def as_rows(tracer):
+    """(start, end, kind, layer) per span."""
+    return [(s, e, KINDS[tracer.templates[t][0]], tracer.templates[t][2]) for s, e, t, _, _ in tracer.rows]
 
 
 def decode(rid, ctx=64):
@@ -31,7 +37,7 @@ def test_passes_pipeline_through_regions(detail):
     stage.receive(decode(1))
     env.run()
     (t0, p0, _), (t1, p1, _) = sorted(sent, key=lambda s: s[0])
-    service = stage._profile(1, 64, True).service_ps
+    service = stage._profile(1, 64, True, "decode").service_ps
     assert (p0.request_id, p1.request_id) == (0, 1)
     assert t0 == sum(service)
     assert t1 == t0 + max(service)
@@ -56,7 +62,8 @@ def test_layer_detail_traces_every_layer():
     env, stage, _, rows = make_stage("layer", layers=3)
     stage.receive(decode(7))
     env.run()
-    layers = [r[6] for r in rows if r[2] == "compute"]
+    rows = as_rows(rows)
+    layers = [r[3] for r in rows if r[2] == "compute"]
     assert layers == [0, 1, 2]
     assert all(r[0] < r[1] for r in rows)
 
@@ -78,9 +85,26 @@ def test_kv_cache_cannot_exceed_sram():
         stage.receive(Pass(1, 0, "prefill", 1, 0, True, 1, False))
 
 
-def test_tandem_fast_path_matches_recursion():
-    service = (5, 9, 3, 7)
-    cum = (5, 14, 17, 24)
-    fast, slow = FifoTandem(4), FifoTandem(4)
-    for entry in (0, 2, 4, 40, 41, 100, 100, 101):
-        assert fast.exit_ps(entry, service, cum) == slow.schedule(entry, service)[1][-1]
+def lindley(free, entry, service):
+    """The textbook recursion, one server at a time."""
+    t, ends = entry, []
+    for j, s in enumerate(service):
+        t = max(t, free[j]) + s
+        ends.append(t)
+        free[j] = t
+    return ends
+
+
+def test_tandem_matches_lindley_recursion():
+    """Both the O(1) empty-tandem path and the max-plus form equal the plain recursion."""
+    services = [(5, 9, 3, 7), (2, 2, 0, 2), (9, 1, 1, 1), (1, 1, 1, 30)]
+    fast, full, free = FifoTandem(4), FifoTandem(4), [0] * 4
+    entries = (0, 2, 4, 40, 41, 100, 100, 101, 103, 300)
+    for i, entry in enumerate(entries):
+        service = services[i % len(services)]
+        cum = tuple(sum(service[:j + 1]) for j in range(4))
+        expected = lindley(free, entry, service)
+        starts, ends = full.schedule(entry, service, cum)
+        assert ends == expected
+        assert starts == [e - s for e, s in zip(expected, service)]
+        assert fast.exit_ps(entry, service, cum) == expected[-1]
