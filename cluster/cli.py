@@ -23,6 +23,18 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+SITE_GROUPS = 10**9  # `--lps-per-actor site`: as many as a datacenter has
+
+
+def _lps_per_actor(text: str) -> int:
+    if text == "site":
+        return SITE_GROUPS
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'site', got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class ScenarioDefaults:
     model: str
@@ -49,8 +61,9 @@ def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> 
     p.add_argument("--detail", choices=DETAILS, default="layer",
                    help="trace one span per wafer stage, per layer or per op")
     p.add_argument("--backend", choices=BACKENDS, default="inprocess")
-    p.add_argument("--lps-per-actor", type=int, default=None,
-                   help="LPs per Ray actor (ray default 1); in-process: LPs per partition")
+    p.add_argument("--lps-per-actor", type=_lps_per_actor, default=None,
+                   help="LPs per Ray actor, never across sites; 'site': one actor per datacenter "
+                        "(ray default 1; in-process default: one partition for all)")
     p.add_argument("--max-window-ps", type=int, default=None, help="debug: cap on a round's window")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS or a local Ray)")
     p.add_argument("--placement", choices=("pack", "spread", "by-site"), default="pack")

@@ -123,7 +123,8 @@ class Partition:
                 events += 1
             if self._buffered_rows() >= FLUSH_ROWS:
                 batches += self._drain()
-        batches += self._drain()
+        if self._buffered_rows() >= FLUSH_ROWS:  # small batches cost more than they save
+            batches += self._drain()
         self.events += events
         outbox, self._outbox[:] = list(self._outbox), []
         result = StepResult(outbox, self._next_event(), self._horizons(), env.now, batches,

@@ -104,12 +104,21 @@ def build_graph(cfg: ScenarioConfig, plan: PipelinePlan) -> tuple[Graph, TraceVo
 
 
 def partition_groups(graph: Graph, lps_per_partition: int | None) -> list[list[str]]:
+    """Consecutive LPs of one datacenter, at most `lps_per_partition` to a group (None: one
+    group for everything). A group never spans two sites, so it can be pinned to one."""
     names = [lp.name for lp in graph.lps]
     if lps_per_partition is None:
         return [names]
     if lps_per_partition <= 0:
         raise ConfigError(f"--lps-per-actor: must be > 0, got {lps_per_partition}")
-    return [names[i:i + lps_per_partition] for i in range(0, len(names), lps_per_partition)]
+    groups: list[list[str]] = []
+    site = None
+    for lp in graph.lps:
+        if lp.datacenter != site or len(groups[-1]) == lps_per_partition:
+            groups.append([])
+            site = lp.datacenter
+        groups[-1].append(lp.name)
+    return groups
 
 
 def prepare(cfg: ScenarioConfig) -> tuple[PipelinePlan, Graph, TraceVocab]:
