@@ -35,6 +35,16 @@ def _lps_per_actor(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'site', got {text!r}") from None
 
 
+def _spec_override(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return key.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIELD=NUMBER, got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class ScenarioDefaults:
     model: str
@@ -43,20 +53,31 @@ class ScenarioDefaults:
     users: int = 64
     prompt_tokens: int = 512
     output_tokens: int = 256
+    device: str = "wse-3"
+    gpus: int | None = None  # set for a GPU scenario: adds --gpus and --dtype
 
 
 def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> argparse.ArgumentParser:
     p = _Parser(prog=f"wafersim run {name}", description=description)
     p.add_argument("--model", default=defaults.model, help="preset name or path to a HF config.json")
-    p.add_argument("--wafers", type=int, default=defaults.wafers)
-    p.add_argument("--sites", default=defaults.sites, help="comma list, one datacenter per wafer")
+    if defaults.gpus is None:
+        p.add_argument("--wafers", type=int, default=defaults.wafers)
+        p.add_argument("--sites", default=defaults.sites, help="comma list, one datacenter per wafer")
+        p.add_argument("--wafer", default=defaults.device, help="wafer preset (wse-3, wse-2)")
+    else:
+        p.add_argument("--gpus", type=int, default=defaults.gpus, help="tensor-parallel GPUs per DGX: 1, 2, 4, 8")
+        p.add_argument("--dtype", choices=("fp16", "fp8"), default="fp16", help="weight precision")
+        p.add_argument("--sites", default=defaults.sites, help="the datacenter of the GPU nodes")
     p.add_argument("--users", type=int, default=defaults.users, help="requests served at once")
     p.add_argument("--requests", type=int, default=None, help="requests in all (default: --users)")
     p.add_argument("--rate", type=float, default=0.0, help="Poisson arrivals per second (0: all at t=0)")
     p.add_argument("--prompt-tokens", type=int, default=defaults.prompt_tokens)
     p.add_argument("--output-tokens", type=int, default=defaults.output_tokens)
     p.add_argument("--prefill-chunk", type=int, default=128, help="prompt tokens per prefill pass")
-    p.add_argument("--wafer", default="wse-3", help="wafer preset")
+    p.add_argument("--spec", action="append", default=[], type=_spec_override, metavar="FIELD=VALUE",
+                   help="change a device constant, e.g. clock_hz=1.2e9 (repeatable)")
+    p.add_argument("--link", action="append", default=[], type=_spec_override, metavar="FIELD=VALUE",
+                   help="change the inter-device link: lanes, lane_bits_per_s, latency_ps (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detail", choices=DETAILS, default="layer",
                    help="trace one span per wafer stage, per layer or per op")
@@ -80,12 +101,14 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
 
     try:
         args = scenario_parser(name, defaults, description).parse_args(argv)
+        gpu = {} if defaults.gpus is None else {"gpus": args.gpus, "dtype": args.dtype}
         cfg = ScenarioConfig(
-            scenario=name, model=args.model, wafers=args.wafers,
+            scenario=name, model=args.model, wafers=getattr(args, "wafers", 1),
             sites=tuple(s.strip() for s in args.sites.split(",") if s.strip()),
             users=args.users, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
-            seed=args.seed, detail=args.detail, wafer=args.wafer, requests=args.requests,
-            rate_per_s=args.rate, prefill_chunk_tokens=args.prefill_chunk)
+            seed=args.seed, detail=args.detail, device=getattr(args, "wafer", defaults.device),
+            requests=args.requests, rate_per_s=args.rate, prefill_chunk_tokens=args.prefill_chunk,
+            spec_overrides=tuple(args.spec), link_overrides=tuple(args.link), **gpu)
         backend_options = {}
         if args.backend == "ray":
             backend_options = {"address": args.address or os.environ.get("RAY_ADDRESS"),
@@ -107,7 +130,8 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: wafersim run NAME [flags] | wafersim summary PATH [--json] | wafersim list"
+    usage = ("usage: wafersim run NAME [flags] | wafersim summary PATH [--json] | wafersim list | "
+             "wafersim calibrate [--dry-run] | wafersim validate [--json]")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else EXIT_USAGE
@@ -127,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: run: unknown scenario {rest[0]!r} (see `wafersim list`)", file=sys.stderr)
             return EXIT_USAGE
         return module.main(rest[1:])
+    if command == "calibrate":
+        from cluster.calibrate import main as calibrate
+        return calibrate(rest)
+    if command == "validate":
+        from cluster.validate import main as validate
+        return validate(rest)
     if command == "summary":
         from cluster.summary import format_summary, summarize
         paths = [a for a in rest if not a.startswith("-")]

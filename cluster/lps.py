@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import simpy
 
 from cluster.messages import Message
+from gpu import GpuSpec, GpuStage, GpuStagePlan
 from interconnect import Link, LinkSpec
 from wafer import LayerShape, Unit, WaferSpec, WaferStage
 
@@ -47,3 +48,21 @@ class LinkConfig:
 
     def build(self, env: simpy.Environment, send, tracer) -> LinkLP:
         return LinkLP(env, self.spec, send, tracer)
+
+
+class GpuLP(GpuStage):
+    def on_message(self, msg: Message) -> None:
+        self.receive(msg.payload)
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    spec: GpuSpec
+    shape: LayerShape
+    vocab_size: int
+    plan: GpuStagePlan
+    last_stage: bool
+
+    def build(self, env: simpy.Environment, send, tracer) -> GpuLP:
+        return GpuLP(env, self.spec, self.shape, self.vocab_size, self.plan, last_stage=self.last_stage,
+                     send=send, tracer=tracer)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from cluster.errors import ConfigError
 from cluster.model import LlamaConfig
+from gpu import GpuSpec, GpuStagePlan
 from wafer import Unit, WaferSpec
 
 GB = 1e9
@@ -92,3 +93,30 @@ def plan_pipeline(model: LlamaConfig, spec: WaferSpec, wafers: int, kv_tokens: i
                 f"or more wafers")
         stages.append(stage)
     return PipelinePlan(model, spec, tuple(stages))
+
+
+# Share of HBM a serving engine can give weights and KV cache; the rest is activations,
+# workspace and the CUDA context (assumed; vLLM's default gpu_memory_utilization is 0.9).
+GPU_MEMORY_UTILIZATION = 0.9
+
+
+def plan_gpu_pipeline(model: LlamaConfig, spec: GpuSpec, tp: int, dtype: str, kv_tokens: int) -> list[GpuStagePlan]:
+    """Tensor parallel over `tp` GPUs of a node; pipeline over as many nodes as the weights
+    and the KV cache for `kv_tokens` need (the layers split evenly)."""
+    if tp not in (1, 2, 4, 8) or tp > spec.gpus_per_node:
+        raise ConfigError(f"--gpus: must be 1, 2, 4 or 8 (GPUs of one DGX), got {tp}")
+    bytes_per_param = 1 if dtype == "fp8" else 2
+    weights = model.parameters * bytes_per_param
+    kv = kv_tokens * model.kv_bytes_per_token  # KV stays 16-bit
+    per_node = tp * spec.hbm_bytes * GPU_MEMORY_UTILIZATION
+    nodes = max(1, -(-(weights + kv) // int(per_node)))
+    if nodes > 1 and tp < spec.gpus_per_node:
+        raise ConfigError(f"--gpus: {model.name} in {dtype} needs {(weights + kv) / GB:.0f} GB of weights and "
+                          f"KV cache; {tp} GPU(s) hold {per_node / GB:.0f} GB usable; use --gpus 8 to "
+                          f"pipeline across DGX nodes")
+    if nodes > model.num_hidden_layers:
+        raise ConfigError(f"plan: {model.name} cannot be split over {nodes} nodes")
+    layers = list(range(model.num_hidden_layers))
+    cuts = [round(i * len(layers) / nodes) for i in range(nodes + 1)]
+    return [GpuStagePlan(tp, tuple(layers[cuts[i]:cuts[i + 1]]), i == 0, i == nodes - 1, dtype)
+            for i in range(nodes)]

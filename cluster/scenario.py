@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import simpy
@@ -11,17 +11,19 @@ import simpy
 from cluster.errors import ConfigError
 from cluster.frontend import FrontendConfig
 from cluster.graph import Graph, LPSpec
-from cluster.lps import LinkConfig, WaferConfig
+from cluster.lps import GpuConfig, LinkConfig, WaferConfig
 from cluster.messages import Channel
-from cluster.model import resolve_model
-from cluster.plan import PipelinePlan, plan_pipeline
+from cluster.model import LlamaConfig, resolve_model
+from cluster.plan import plan_gpu_pipeline, plan_pipeline
 from cluster.summary import summarize
 from cluster.trace import Tracer, TraceVocab, TraceWriter
 from cluster.workload import generate_requests
-from interconnect import CS3_LINK, SITES, fibre_latency_ps
-from wafer import DETAILS, WAFER_PRESETS
+from gpu import GPU_PRESETS, GpuSpec
+from interconnect import CS3_LINK, SITES, LinkSpec, fibre_latency_ps
+from wafer import DETAILS, WAFER_PRESETS, WaferSpec
 
 VERSION = "0.1.0"
+DTYPES = ("fp16", "fp8")
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,34 @@ class ScenarioConfig:
 
     scenario: str
     model: str
-    wafers: int
+    wafers: int  # pipeline stages on wafers; a GPU pipeline sizes itself
     sites: tuple[str, ...]
     users: int
     prompt_tokens: int
     output_tokens: int
     seed: int = 0
     detail: str = "layer"
-    wafer: str = "wse-3"
+    device: str = "wse-3"  # a wafer preset, or a GPU preset (h100)
     requests: int | None = None  # default: one request per user
     rate_per_s: float = 0.0  # 0: every request arrives at t=0
     prefill_chunk_tokens: int = 128
+    gpus: int = 1  # GPU devices: tensor-parallel GPUs per DGX node
+    dtype: str = "fp16"  # GPU devices: weight precision
+    spec_overrides: tuple[tuple[str, float], ...] = ()  # (field, value) changes to the device preset
+    link_overrides: tuple[tuple[str, float], ...] = ()  # (field, value) changes to the inter-device link
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device in GPU_PRESETS
+
+    def device_spec(self) -> WaferSpec | GpuSpec:
+        """The device preset with `spec_overrides` applied."""
+        preset = GPU_PRESETS[self.device] if self.on_gpu else WAFER_PRESETS[self.device]
+        return _override(preset, self.spec_overrides, "--spec")
+
+    def link_spec(self, base: LinkSpec) -> LinkSpec:
+        """The link between devices with `link_overrides` applied."""
+        return _override(base, self.link_overrides, "--link")
 
     def validate(self) -> None:
         for name in ("wafers", "users", "prompt_tokens", "output_tokens", "prefill_chunk_tokens"):
@@ -51,14 +70,33 @@ class ScenarioConfig:
             raise ConfigError(f"--requests: must be > 0, got {self.requests}")
         if self.detail not in DETAILS:
             raise ConfigError(f"--detail: must be one of {', '.join(DETAILS)}, got {self.detail!r}")
-        if self.wafer not in WAFER_PRESETS:
-            raise ConfigError(f"--wafer: unknown wafer {self.wafer!r}; known: {', '.join(WAFER_PRESETS)}")
-        if len(self.sites) != self.wafers:
-            raise ConfigError(f"--sites: {len(self.sites)} site(s) given for {self.wafers} wafer(s); "
-                              f"give one per wafer")
+        if self.device not in WAFER_PRESETS and not self.on_gpu:
+            raise ConfigError(f"--wafer: unknown device {self.device!r}; known: "
+                              f"{', '.join([*WAFER_PRESETS, *GPU_PRESETS])}")
+        if self.dtype not in DTYPES or (self.dtype != "fp16" and not self.on_gpu):
+            raise ConfigError(f"--dtype: must be one of {', '.join(DTYPES)} (fp8 on GPUs only), got {self.dtype!r}")
+        stages = 1 if self.on_gpu else self.wafers
+        if len(self.sites) != stages:
+            what = "one site for the GPU nodes" if self.on_gpu else "one per wafer"
+            raise ConfigError(f"--sites: {len(self.sites)} site(s) given for {self.wafers} wafer(s); give {what}")
         for site in self.sites:
             if site not in SITES:
                 raise ConfigError(f"--sites: unknown site {site!r}; known: {', '.join(SITES)}")
+
+
+def _override(spec, overrides: tuple[tuple[str, float], ...], flag: str):
+    """A frozen spec with some fields changed; integers stay integers."""
+    known = {f.name for f in fields(spec)}
+    changes = {}
+    for key, value in overrides:
+        if key not in known or key == "name":
+            raise ConfigError(f"{flag}: {getattr(spec, 'name', 'the link')} has no constant {key!r}")
+        current = getattr(spec, key)
+        changes[key] = int(value) if isinstance(current, int) and float(value).is_integer() else value
+    try:
+        return replace(spec, **changes)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -72,27 +110,55 @@ class RunOptions:
     backend_options: dict = field(default_factory=dict)
 
 
-def build_graph(cfg: ScenarioConfig, plan: PipelinePlan) -> tuple[Graph, TraceVocab]:
-    """The ring: frontend -> wafer0 -> link -> wafer1 -> ... -> last wafer -> link -> frontend."""
-    model, n = plan.model, len(plan.stages)
+@dataclass(frozen=True)
+class Stage:
+    """One device LP of the pipeline ring and the link spec from it to the next."""
+
+    name: str
+    site: str
+    config: object
+    link: LinkSpec
+
+
+def wafer_stages(cfg: ScenarioConfig, model: LlamaConfig) -> tuple[list[Stage], list[list[str]]]:
+    plan = plan_pipeline(model, cfg.device_spec(), cfg.wafers,
+                         cfg.users * (cfg.prompt_tokens + cfg.output_tokens))
+    n = len(plan.stages)
+    stages = [Stage(f"wafer{s.wafer}", cfg.sites[s.wafer],
+                    WaferConfig(plan.spec, model.layer_shape, model.vocab_size, s.units, cfg.detail, s.wafer == n - 1),
+                    cfg.link_spec(CS3_LINK)) for s in plan.stages]
+    return stages, [[u.name for u in s.units] for s in plan.stages]
+
+
+def gpu_stages(cfg: ScenarioConfig, model: LlamaConfig) -> tuple[list[Stage], list[list[str]]]:
+    spec = cfg.device_spec()
+    plans = plan_gpu_pipeline(model, spec, cfg.gpus, cfg.dtype, cfg.users * (cfg.prompt_tokens + cfg.output_tokens))
+    link = cfg.link_spec(LinkSpec(lanes=1, lane_bits_per_s=spec.node_link_bits_per_s,
+                                  latency_ps=spec.node_link_latency_ps))
+    last = len(plans) - 1
+    stages = [Stage(f"dgx{i}", cfg.sites[0], GpuConfig(spec, model.layer_shape, model.vocab_size, p, i == last), link)
+              for i, p in enumerate(plans)]
+    return stages, [[f"layer{layer}" for layer in p.layers] for p in plans]
+
+
+def build_graph(cfg: ScenarioConfig, stages: list[Stage]) -> tuple[Graph, TraceVocab]:
+    """The ring: frontend -> stage0 -> link -> stage1 -> ... -> last stage -> link -> frontend."""
     requests = generate_requests(cfg.requests or cfg.users, cfg.prompt_tokens, cfg.output_tokens,
                                  cfg.rate_per_s, cfg.seed)
+    home = stages[0].site
     configs: list[tuple[str, str, object]] = [
-        ("frontend", cfg.sites[0], FrontendConfig(tuple(requests), cfg.users, cfg.prefill_chunk_tokens))]
-    channels: list[Channel] = [Channel("frontend", "wafer0", 0)]
-    for stage in plan.stages:
-        w = stage.wafer
-        configs.append((f"wafer{w}", cfg.sites[w], WaferConfig(
-            plan.spec, model.layer_shape, model.vocab_size, stage.units, cfg.detail, w == n - 1)))
-        nxt = (w + 1) % n
-        dst_name, dst_site = (f"wafer{nxt}", cfg.sites[nxt]) if nxt else ("frontend", cfg.sites[0])
-        if n == 1:
-            channels.append(Channel("wafer0", "frontend", 0))
+        ("frontend", home, FrontendConfig(tuple(requests), cfg.users, cfg.prefill_chunk_tokens))]
+    channels: list[Channel] = [Channel("frontend", stages[0].name, 0)]
+    for i, stage in enumerate(stages):
+        configs.append((stage.name, stage.site, stage.config))
+        if len(stages) == 1:
+            channels.append(Channel(stage.name, "frontend", 0))
             continue
-        link = f"link:wafer{w}->wafer{nxt}"
-        latency = CS3_LINK.latency_ps + fibre_latency_ps(SITES[cfg.sites[w]], SITES[dst_site])
-        configs.append((link, cfg.sites[w], LinkConfig(CS3_LINK.with_latency(latency))))
-        channels += [Channel(f"wafer{w}", link, 0), Channel(link, dst_name, 0)]
+        nxt = stages[(i + 1) % len(stages)]
+        link = f"link:{stage.name}->{nxt.name}"
+        latency = stage.link.latency_ps + fibre_latency_ps(SITES[stage.site], SITES[nxt.site])
+        configs.append((link, stage.site, LinkConfig(stage.link.with_latency(latency))))
+        channels += [Channel(stage.name, link, 0), Channel(link, nxt.name if i + 1 < len(stages) else "frontend", 0)]
     lps, names = [], set()
     for name, site, config in configs:
         tracer = Tracer()  # a probe: learns the component's promises and trace names
@@ -121,13 +187,13 @@ def partition_groups(graph: Graph, lps_per_partition: int | None) -> list[list[s
     return groups
 
 
-def prepare(cfg: ScenarioConfig) -> tuple[PipelinePlan, Graph, TraceVocab]:
-    """Validate and plan; raises ConfigError before anything is written."""
+def prepare(cfg: ScenarioConfig) -> tuple[list[list[str]], Graph, TraceVocab]:
+    """Validate and plan; raises ConfigError before anything is written. Returns the
+    plan (unit names per stage), the graph and the trace vocabulary."""
     cfg.validate()
     model = resolve_model(cfg.model)
-    plan = plan_pipeline(model, WAFER_PRESETS[cfg.wafer], cfg.wafers,
-                         cfg.users * (cfg.prompt_tokens + cfg.output_tokens))
-    graph, vocab = build_graph(cfg, plan)
+    stages, plan = gpu_stages(cfg, model) if cfg.on_gpu else wafer_stages(cfg, model)
+    graph, vocab = build_graph(cfg, stages)
     return plan, graph, vocab
 
 
@@ -149,8 +215,7 @@ def run_scenario(cfg: ScenarioConfig, opts: RunOptions) -> dict:
     groups = partition_groups(graph, opts.lps_per_partition)
     from cluster.engine import Engine
 
-    metadata = {"scenario": asdict(cfg), "version": VERSION,
-                "plan": [[u.name for u in s.units] for s in plan.stages]}
+    metadata = {"scenario": asdict(cfg), "version": VERSION, "plan": plan}
     writer = TraceWriter(opts.trace, list(vocab.lps), metadata)
     backend = None
     try:

@@ -1,8 +1,9 @@
 """What an op costs on a region of a wafer: plain functions of (work, region, spec).
 
-An op's time is max(compute, SRAM) + nonlinear + mesh + a fixed per-op overhead:
-compute and SRAM streaming overlap on a core, the nonlinear evaluations and the
-region-wide broadcast/reduction do not. Ignores: bank conflicts, load imbalance across
+An op's time is max(compute, SRAM) + nonlinear + mesh + a region-wide barrier:
+compute and SRAM streaming overlap on a core, the nonlinear evaluations, the
+broadcast/reduction and the barrier that ends the op (2 x side hops, each costing
+`sync_cycles_per_hop`) do not. Ignores: bank conflicts, load imbalance across
 the region, overlap of one op's reduction with the next op's compute.
 """
 
@@ -56,13 +57,15 @@ def mesh_cycles(pattern: MeshPattern, in_bytes: int, out_bytes: int, region: Reg
     """Cycles to move an op's operands across its region (WaferLLM's PLMR model).
 
     alpha x hops + bytes / link bandwidth + beta x re-routes. A MATMUL broadcasts its
-    input along one axis and reduces its partial sums along the other, each a pipelined
-    chain of `side` hops carrying 1/side of the vector per row.
+    input down the region's columns (router multicast: one hop a cycle) and reduces its
+    partial sums along the rows; a reduction is store-and-forward, every hop passing
+    through a core that adds its own partial (router -> core, one add, core -> router).
     """
     if pattern is MeshPattern.NONE:
         return 0.0
     side = region.side_cores
-    hops = 2 * side * spec.mesh_hop_cycles + 2 * spec.core_router_cycles
+    reduce_hop = spec.mesh_hop_cycles + 2 * spec.core_router_cycles + 1
+    hops = side * spec.mesh_hop_cycles + side * reduce_hop
     serial = (in_bytes + out_bytes) / side / spec.mesh_link_bytes_per_cycle
     return hops + serial + spec.reroute_cycles
 
@@ -78,7 +81,7 @@ def op_cost(work: OpWork, region: Region, spec: WaferSpec) -> OpCost:
         nonlinear_ps=cycles_to_ps(nonlinear_cycles, clock),
         mesh_ps=cycles_to_ps(mesh_cycles(work.mesh, work.mesh_in_bytes, work.mesh_out_bytes,
                                          region, spec), clock),
-        overhead_ps=cycles_to_ps(spec.op_overhead_cycles, clock),
+        overhead_ps=cycles_to_ps(2 * region.side_cores * spec.sync_cycles_per_hop, clock),
     )
 
 

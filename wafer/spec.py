@@ -7,7 +7,11 @@ Every constant carries its unit and cites its row in shared/FACTS.md.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,9 @@ class WaferSpec:
     mesh_hop_cycles: int  # one router hop
     core_router_cycles: int  # core <-> its own router
     # Free parameters of the cost model (issue 4 fits them to one published point).
-    op_overhead_cycles: int  # fixed cost to start and finish one op on a region
+    # An op ends with a region-wide barrier: a completion signal across the region and
+    # back (2 x side hops), each hop handled by a core's software (PLMR's alpha); fitted.
+    sync_cycles_per_hop: float
     reroute_cycles: int  # beta of WaferLLM's PLMR model: one software re-route
     nonlinear_cycles_per_element: float  # exp / SiLU / rsqrt, per element per core
 
@@ -39,7 +45,7 @@ class WaferSpec:
         for field in ("sram_bytes_per_s", "clock_hz", "nonlinear_cycles_per_element"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"WaferSpec.{field}: must be > 0, got {getattr(self, field)}")
-        for field in ("core_router_cycles", "op_overhead_cycles", "reroute_cycles"):
+        for field in ("core_router_cycles", "reroute_cycles", "sync_cycles_per_hop"):
             if getattr(self, field) < 0:
                 raise ValueError(f"WaferSpec.{field}: must be >= 0, got {getattr(self, field)}")
 
@@ -63,10 +69,20 @@ class WaferSpec:
         return replace(self, **changes)
 
 
-# Defaults for the cost model's free parameters, shared by both presets until issue 4
-# calibrates them. Uncalibrated: 1,000 cycles is the order of a barrier across a
-# ~200-core-wide region (2 x side hops plus task switch), not a measured figure.
-DEFAULT_OP_OVERHEAD_CYCLES = 1000
+def read_calibrated(path: Path, key: str, default: float) -> float:
+    """A fitted constant from a calibration file written by `wafersim calibrate`; the
+    default only while no file exists (a fresh fit)."""
+    try:
+        return float(json.loads(path.read_text())["constants"][key])
+    except (OSError, KeyError, ValueError):
+        return default
+
+
+# Calibrated: fitted by `wafersim calibrate` so that Llama3.1-8B on one WSE-3 decodes one
+# user at the published ~1,800 tokens/s (wafer/calibration.json holds the fit and its
+# inputs). WSE-2 shares it: same software stack. The fallback, 2 cycles a hop (one
+# router hop plus a core handing the signal on), is used only without the file.
+DEFAULT_SYNC_CYCLES_PER_HOP = read_calibrated(CALIBRATION_FILE, "sync_cycles_per_hop", 2.0)
 # Uncalibrated: 0 re-routes by default (a region's traffic stays on its own rows and columns).
 DEFAULT_REROUTE_CYCLES = 0
 # Uncalibrated: transcendental ops run without SIMD, about 4 cycles an element.
@@ -84,7 +100,7 @@ WSE3 = WaferSpec(
     mesh_link_bytes_per_cycle=4,  # FACTS: mesh link 32 bits per cycle per direction
     mesh_hop_cycles=1,  # FACTS: one hop per cycle (WaferLLM; Luczynski et al.)
     core_router_cycles=2,  # FACTS: core-to-router about 2 cycles
-    op_overhead_cycles=DEFAULT_OP_OVERHEAD_CYCLES,
+    sync_cycles_per_hop=DEFAULT_SYNC_CYCLES_PER_HOP,
     reroute_cycles=DEFAULT_REROUTE_CYCLES,
     nonlinear_cycles_per_element=DEFAULT_NONLINEAR_CYCLES_PER_ELEMENT,
 )
@@ -103,7 +119,7 @@ WSE2 = WaferSpec(
     mesh_link_bytes_per_cycle=4,  # FACTS: mesh link 32 bits per cycle per direction
     mesh_hop_cycles=1,  # FACTS: one hop per cycle
     core_router_cycles=2,  # FACTS: core-to-router about 2 cycles
-    op_overhead_cycles=DEFAULT_OP_OVERHEAD_CYCLES,
+    sync_cycles_per_hop=DEFAULT_SYNC_CYCLES_PER_HOP,
     reroute_cycles=DEFAULT_REROUTE_CYCLES,
     nonlinear_cycles_per_element=DEFAULT_NONLINEAR_CYCLES_PER_ELEMENT,
 )

@@ -1,0 +1,118 @@
+"""The SimPy model of one tensor-parallel GPU group running one pipeline stage.
+
+Models continuous batching: when the group is free it takes every pass waiting (decode
+steps and prefill chunks) as one step; a step reads the stage's weights once, each
+pass's KV cache, and does every pass's FLOPs, at HBM bandwidth or tensor throughput
+whichever binds, plus a fixed cost per kernel and two all-reduces per layer across the
+group. Ignores: kernel overlap, batch-size limits other than memory, speculative decode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import simpy
+
+from gpu.spec import GpuSpec
+from wafer.model import TOKEN_ID_BYTES, Pass
+from wafer.ops import LayerShape, decoder_layer_ops
+
+PS_PER_S = 10**12
+NULL = -1
+# A step starts after every message due at the same instant has been delivered (as a
+# serving engine's scheduler forms its batch at the iteration boundary): its priority
+# sorts after any message delivery's (which encode sender and sequence number).
+BATCH_BOUNDARY_PRIORITY = 1 << 100
+
+
+@dataclass(frozen=True)
+class GpuStagePlan:
+    tp: int  # GPUs in the tensor-parallel group
+    layers: tuple[int, ...]
+    embed: bool
+    lm_head: bool
+    dtype: str  # "fp16" or "fp8"
+
+
+class GpuStage:
+    def __init__(self, env: simpy.Environment, spec: GpuSpec, shape: LayerShape, vocab_size: int,
+                 plan: GpuStagePlan, *, last_stage: bool, send: Callable[[Pass, int, int], None],
+                 tracer) -> None:
+        self.env, self.spec, self.shape, self.vocab_size, self.plan = env, spec, shape, vocab_size, plan
+        self.last_stage = last_stage
+        self._send, self._tracer, self._rows = send, tracer, tracer.rows
+        self._queue: deque[Pass] = deque()
+        self._busy_until: int | None = None
+        self._boundary_pending = False
+        self._name = tracer.name("step")
+        self.bytes_per_param = 1 if plan.dtype == "fp8" else 2
+        head = vocab_size * shape.hidden_size * self.bytes_per_param if plan.lm_head else 0
+        self.weight_bytes_per_gpu = (len(plan.layers) * shape.weight_params * self.bytes_per_param + head) // plan.tp
+        self.transit_ps = self.step_ps([Pass(0, 1, "decode", 1, 0, True, 0, False)])[0]
+
+    def step_ps(self, passes: list[Pass]) -> tuple[int, int, int]:
+        """(duration, HBM bytes per GPU, FLOPs per GPU) of one step over `passes`."""
+        g, n_layers, spec = self.plan.tp, len(self.plan.layers), self.spec
+        flops = kv_bytes = tokens = 0
+        for p in passes:
+            ops = decoder_layer_ops(self.shape, p.n_tokens, p.ctx_tokens)
+            flops += sum(op.flops for op in ops) * n_layers
+            kv_bytes += (p.ctx_tokens + p.n_tokens) * self.shape.kv_bytes_per_token * n_layers
+            tokens += p.n_tokens
+            if self.plan.lm_head and p.emits:
+                flops += 2 * self.shape.hidden_size * self.vocab_size
+        hbm_bytes = self.weight_bytes_per_gpu + kv_bytes // g
+        flops_per_gpu = flops // g
+        stream_s = max(hbm_bytes / spec.hbm_bytes_per_s, flops_per_gpu / spec.flops_per_s(self.plan.dtype))
+        allreduce_s = 0.0
+        if g > 1:
+            act_bytes = tokens * self.shape.hidden_size * 2
+            allreduce_s = (spec.allreduce_step_s * math.ceil(math.log2(g))
+                           + 2 * (g - 1) / g * act_bytes / spec.nvlink_bytes_per_s)
+        overhead_s = n_layers * (spec.kernels_per_layer * spec.kernel_overhead_s + 2 * allreduce_s)
+        if self.plan.lm_head:
+            overhead_s += 2 * spec.kernel_overhead_s
+        return math.ceil((stream_s + overhead_s) * PS_PER_S), hbm_bytes, flops_per_gpu
+
+    def horizon_ps(self) -> int | None:
+        if self._busy_until is not None:
+            return self._busy_until
+        return self.env.now + self.transit_ps if self._queue else None
+
+    def receive(self, p: Pass) -> None:
+        self._queue.append(p)
+        if self._busy_until is None and not self._boundary_pending:
+            self._boundary_pending = True
+            boundary = simpy.Event(self.env)
+            boundary.callbacks.append(self._start)
+            boundary._ok, boundary._value = True, None
+            self.env.schedule(boundary, BATCH_BOUNDARY_PRIORITY, 0)
+
+    def _start(self, _event: simpy.Event | None = None) -> None:
+        self._boundary_pending = False
+        batch = list(self._queue)
+        self._queue.clear()
+        duration, hbm_bytes, flops = self.step_ps(batch)
+        now = self.env._now
+        self._busy_until = now + duration
+        template = self._tracer.template("compute", self._name, None, hbm_bytes, flops,
+                                         batch[0].phase if len({p.phase for p in batch}) == 1 else None)
+        for p in batch:
+            self._rows.append((now, now + duration, template, p.request_id, p.token))
+        self.env.process(self._finish(batch, duration))
+
+    def _finish(self, batch: list[Pass], duration: int):
+        yield self.env.timeout(duration)
+        self._busy_until = None
+        for p in batch:
+            if p.emits or not self.last_stage:
+                size = TOKEN_ID_BYTES if self.last_stage else p.n_tokens * self.shape.activation_bytes_per_token
+                self._send(p, self.env._now, size)
+        if self._queue:
+            self._start()
+
+    def finish(self, end_ps: int) -> None:
+        pass

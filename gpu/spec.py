@@ -1,0 +1,69 @@
+"""GPU specifications: the baseline users compare wafers against (NVIDIA H100 in a DGX).
+
+Models a GPU as HBM bandwidth, dense tensor FLOPs and a fixed cost per kernel, and a DGX
+as 8 GPUs on NVLink. The two free parameters (per-kernel overhead, per-step all-reduce
+latency) are fitted by `wafersim calibrate` to the Hot Chips 2024 DGX H100 figures and
+read from gpu/calibration.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from wafer.spec import read_calibrated
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    hbm_bytes: int
+    hbm_bytes_per_s: float
+    fp16_flops_per_s: float  # dense
+    fp8_flops_per_s: float  # dense
+    nvlink_bytes_per_s: float  # per GPU, one direction
+    gpus_per_node: int
+    node_link_bits_per_s: float  # between nodes, per node
+    node_link_latency_ps: int
+    kernels_per_layer: int  # kernels a decoder layer launches
+    kernel_overhead_s: float  # fitted: launch + sync per kernel
+    allreduce_step_s: float  # fitted: latency of one step of a log2(g) all-reduce
+
+    def __post_init__(self) -> None:
+        for field in ("hbm_bytes", "hbm_bytes_per_s", "fp16_flops_per_s", "fp8_flops_per_s",
+                      "nvlink_bytes_per_s", "gpus_per_node", "node_link_bits_per_s", "kernels_per_layer"):
+            if not getattr(self, field) > 0:
+                raise ValueError(f"GpuSpec.{field}: must be > 0, got {getattr(self, field)}")
+        for field in ("kernel_overhead_s", "allreduce_step_s", "node_link_latency_ps"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"GpuSpec.{field}: must be >= 0, got {getattr(self, field)}")
+
+    def flops_per_s(self, dtype: str) -> float:
+        return self.fp8_flops_per_s if dtype == "fp8" else self.fp16_flops_per_s
+
+
+def _calibrated(key: str, default: float) -> float:
+    return read_calibrated(CALIBRATION_FILE, key, default)
+
+
+H100 = GpuSpec(
+    name="h100",
+    hbm_bytes=80_000_000_000,  # FACTS "NVIDIA H100": HBM3 80 GB
+    hbm_bytes_per_s=3.35e12,  # FACTS "NVIDIA H100": 3.35 TB/s
+    fp16_flops_per_s=989e12,  # FACTS "NVIDIA H100": dense BF16/FP16 989 TFLOP/s
+    fp8_flops_per_s=1979e12,  # NVIDIA H100 SXM datasheet: dense FP8 1,979 TFLOP/s (2x FP16)
+    nvlink_bytes_per_s=450e9,  # FACTS "NVIDIA H100": NVLink 900 GB/s per GPU, both directions
+    gpus_per_node=8,  # FACTS: DGX H100 = 8 GPUs
+    node_link_bits_per_s=8 * 400e9,  # NVIDIA DGX H100 datasheet: 8x ConnectX-7 400 Gb/s
+    node_link_latency_ps=3_000_000,  # assumed like one RDMA hop in a hall (FACTS "system I/O": a few us)
+    kernels_per_layer=10,  # the ops of wafer.ops.decoder_layer_ops, one kernel each
+    # Calibrated (gpu/calibration.json): fitted to Llama-70B on DGX H100, HBM bandwidth
+    # used ~60% at 2 GPUs and ~25% at 8 (FACTS, Hot Chips 2024). Defaults: typical
+    # CUDA launch latency and one NVLink hop, used only until the file exists.
+    kernel_overhead_s=_calibrated("kernel_overhead_s", 5e-6),
+    allreduce_step_s=_calibrated("allreduce_step_s", 3e-6),
+)
+
+GPU_PRESETS: dict[str, GpuSpec] = {H100.name: H100}

@@ -1,0 +1,72 @@
+"""The same workload on WSE-3 wafers (as few as hold the model, one site) and on DGX H100
+(tensor parallel over --gpus, pipelined across nodes if needed), side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+
+from cluster.errors import ConfigError, SimError
+from cluster.model import resolve_model
+from cluster.plan import plan_pipeline
+from cluster.scenario import RunOptions, ScenarioConfig, run_scenario
+from wafer import WSE3
+
+KEYS = ("tokens_per_s_per_user", "aggregate_tokens_per_s", "ttft_ms_p50", "tpot_ms_p50", "requests_completed",
+        "sim_time_s")
+
+
+def fewest_wafers(model: str, kv_tokens: int) -> int:
+    """The smallest pipeline of WSE-3 wafers the planner accepts."""
+    config = resolve_model(model)
+    for wafers in range(1, config.num_hidden_layers + 3):
+        try:
+            plan_pipeline(config, WSE3, wafers, kv_tokens)
+            return wafers
+        except ConfigError:
+            continue
+    raise ConfigError(f"--model: {model} fits no pipeline of WSE-3 wafers")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="wafersim run h100_vs_wse3", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="llama3.1-8b")
+    p.add_argument("--users", type=int, default=1)
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--output-tokens", type=int, default=128)
+    p.add_argument("--gpus", type=int, default=8)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        wafers = fewest_wafers(args.model, args.users * (args.prompt_tokens + args.output_tokens))
+        common = dict(model=args.model, users=args.users, prompt_tokens=args.prompt_tokens,
+                      output_tokens=args.output_tokens, detail="stage")
+        runs = {
+            f"wse-3 x{wafers}": ScenarioConfig("h100_vs_wse3", wafers=wafers, sites=("santa-clara",) * wafers,
+                                               **common),
+            f"h100 x{args.gpus}": ScenarioConfig("h100_vs_wse3", wafers=1, sites=("santa-clara",), device="h100",
+                                                gpus=args.gpus, **common),
+        }
+        with tempfile.TemporaryDirectory() as d:
+            out = {name: run_scenario(cfg, RunOptions(trace=f"{d}/{i}.arrow"))
+                   for i, (name, cfg) in enumerate(runs.items())}
+    except (ConfigError, SimError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    names = list(out)
+    speedup = out[names[0]]["tokens_per_s_per_user"] / out[names[1]]["tokens_per_s_per_user"]
+    print(f"{args.model}, {args.users} user(s), {args.prompt_tokens} prompt + {args.output_tokens} output tokens")
+    print(f"  {'':<24}" + "".join(f"{n:>16}" for n in names))
+    for key in KEYS:
+        print(f"  {key:<24}" + "".join(f"{out[n][key]:>16.4g}" for n in names))
+    print(f"  per-user speed, wafer over GPU: {speedup:.2f}x")
+    if args.json:
+        print(json.dumps({"runs": {n: {k: out[n][k] for k in KEYS} for n in names},
+                          "wse3_over_h100_per_user": speedup}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
