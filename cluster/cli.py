@@ -121,6 +121,9 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
     except (ConfigError, SimError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # the trace cannot be written where asked
+        print(f"error: --trace: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_USAGE

@@ -131,6 +131,9 @@ def test_llama8b_one_wafer_runs(tmp_path):
     (["--sites", "santa-clara,santa-clara,stockton,mars"], "mars"),
     (["--wafers", "2", "--sites", "santa-clara,dallas"], "--wafers"),
     (["--users", "many"], "--users"),
+    (["--detail", "atoms"], "--detail"),
+    (["--rate", "-2"], "--rate"),
+    (["--spec", "warp_factor=9"], "warp_factor"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, args, needle):
     path = tmp_path / "bad.arrow"
@@ -140,3 +143,11 @@ def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, args, needle):
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_trace_path_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_cli("run", "llama8b_one_wafer", *SMALL, "--trace", str(blocker / "t.arrow"), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --trace") and len(proc.stderr.strip().splitlines()) == 1
