@@ -35,6 +35,20 @@ def _lps_per_actor(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'site', got {text!r}") from None
 
 
+def parse_sites(text: str) -> tuple[str, ...]:
+    """A comma list of sites, one per wafer; `NAME*N` stands for N wafers in NAME."""
+    sites: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        name, star, count = item.partition("*")
+        if not star:
+            sites += [item] if item else []
+        elif count.strip().isdigit() and int(count) > 0:
+            sites += [name.strip()] * int(count)
+        else:
+            raise ConfigError(f"--sites: {item!r}: expected NAME or NAME*COUNT")
+    return tuple(sites)
+
+
 def _spec_override(text: str) -> tuple[str, float]:
     key, sep, value = text.partition("=")
     try:
@@ -62,7 +76,8 @@ def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> 
     p.add_argument("--model", default=defaults.model, help="preset name or path to a HF config.json")
     if defaults.gpus is None:
         p.add_argument("--wafers", type=int, default=defaults.wafers)
-        p.add_argument("--sites", default=defaults.sites, help="comma list, one datacenter per wafer")
+        p.add_argument("--sites", default=defaults.sites,
+                       help="comma list, one datacenter per wafer; NAME*N for N wafers in NAME")
         p.add_argument("--wafer", default=defaults.device, help="wafer preset (wse-3, wse-2)")
     else:
         p.add_argument("--gpus", type=int, default=defaults.gpus, help="tensor-parallel GPUs per DGX: 1, 2, 4, 8")
@@ -104,7 +119,7 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
         gpu = {} if defaults.gpus is None else {"gpus": args.gpus, "dtype": args.dtype}
         cfg = ScenarioConfig(
             scenario=name, model=args.model, wafers=getattr(args, "wafers", 1),
-            sites=tuple(s.strip() for s in args.sites.split(",") if s.strip()),
+            sites=parse_sites(args.sites),
             users=args.users, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
             seed=args.seed, detail=args.detail, device=getattr(args, "wafer", defaults.device),
             requests=args.requests, rate_per_s=args.rate, prefill_chunk_tokens=args.prefill_chunk,

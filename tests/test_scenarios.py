@@ -134,6 +134,7 @@ def test_llama8b_one_wafer_runs(tmp_path):
     (["--detail", "atoms"], "--detail"),
     (["--rate", "-2"], "--rate"),
     (["--spec", "warp_factor=9"], "warp_factor"),
+    (["--sites", "santa-clara*x"], "--sites"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, args, needle):
     path = tmp_path / "bad.arrow"
@@ -151,3 +152,10 @@ def test_unwritable_trace_path_is_one_line(tmp_path):
     proc = run_cli("run", "llama8b_one_wafer", *SMALL, "--trace", str(blocker / "t.arrow"), check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: --trace") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_site_shorthand_repeats_a_site(tmp_path):
+    summary = run_json("run", "llama70b_four_wafers", *SMALL, "--sites", "santa-clara*2,dallas*2",
+                       "--trace", str(tmp_path / "t.arrow"))
+    meta = json.loads(pa.ipc.open_file(summary["trace"]).schema.metadata[b"wafersim"])
+    assert meta["scenario"]["sites"] == ["santa-clara", "santa-clara", "dallas", "dallas"]
