@@ -36,10 +36,12 @@ class WaferConfig:
     units: tuple[Unit, ...]
     detail: str
     last_stage: bool
+    kv_tokens_reserved: int = 0  # KV-cache tokens each layer's region must hold
 
     def build(self, env: simpy.Environment, send, tracer) -> WaferLP:
         return WaferLP(env, self.spec, self.shape, self.vocab_size, list(self.units),
-                       detail=self.detail, last_stage=self.last_stage, send=send, tracer=tracer)
+                       detail=self.detail, last_stage=self.last_stage, send=send, tracer=tracer,
+                       kv_tokens_reserved=self.kv_tokens_reserved)
 
 
 @dataclass(frozen=True)

@@ -121,11 +121,12 @@ class Stage:
 
 
 def wafer_stages(cfg: ScenarioConfig, model: LlamaConfig) -> tuple[list[Stage], list[list[str]]]:
-    plan = plan_pipeline(model, cfg.device_spec(), cfg.wafers,
-                         cfg.users * (cfg.prompt_tokens + cfg.output_tokens))
+    kv_tokens = cfg.users * (cfg.prompt_tokens + cfg.output_tokens)
+    plan = plan_pipeline(model, cfg.device_spec(), cfg.wafers, kv_tokens)
     n = len(plan.stages)
     stages = [Stage(f"wafer{s.wafer}", cfg.sites[s.wafer],
-                    WaferConfig(plan.spec, model.layer_shape, model.vocab_size, s.units, cfg.detail, s.wafer == n - 1),
+                    WaferConfig(plan.spec, model.layer_shape, model.vocab_size, s.units, cfg.detail, s.wafer == n - 1,
+                                kv_tokens),
                     cfg.link_spec(CS3_LINK)) for s in plan.stages]
     return stages, [[u.name for u in s.units] for s in plan.stages]
 

@@ -10,6 +10,7 @@ the region, overlap of one op's reduction with the next op's compute.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from wafer.ops import MeshPattern, OpWork
@@ -90,3 +91,23 @@ def handoff_ps(activation_bytes: int, region: Region, spec: WaferSpec) -> int:
     side = region.side_cores
     cycles = side * spec.mesh_hop_cycles + activation_bytes / (side * spec.mesh_link_bytes_per_cycle)
     return cycles_to_ps(cycles, spec.clock_hz)
+
+
+def latency_optimal_cores(pass_ps: Callable[[Region], int], min_cores: int, max_cores: int) -> int:
+    """The region size in [min_cores, max_cores] with the shortest pass.
+
+    A pass's time is about work / cores + fabric x sqrt(cores): more cores divide the
+    compute but lengthen every broadcast, reduction and barrier, so there is a best size.
+    The search is ternary over that unimodal curve (exact for it; a pragmatic choice if
+    rounding makes the curve flat in places, where any of the flat sizes is as fast).
+    """
+    if min_cores > max_cores:
+        raise ValueError(f"region: needs {min_cores} cores but only {max_cores} are free")
+    lo, hi = min_cores, max_cores
+    while hi - lo > 2:
+        a, b = lo + (hi - lo) // 3, hi - (hi - lo) // 3
+        if pass_ps(Region(a)) <= pass_ps(Region(b)):
+            hi = b
+        else:
+            lo = a
+    return min(range(lo, hi + 1), key=lambda c: (pass_ps(Region(c)), c))

@@ -22,7 +22,7 @@ from typing import Literal
 import simpy
 from simpy.events import Timeout
 
-from wafer.costs import Region, handoff_ps, op_cost
+from wafer.costs import Region, handoff_ps, latency_optimal_cores, op_cost
 from wafer.ops import LayerShape, OpWork, decoder_layer_ops, embedding_ops, lm_head_ops
 from wafer.spec import WaferSpec
 from wafer.tandem import FifoTandem
@@ -82,7 +82,8 @@ class WaferStage:
 
     def __init__(self, env: simpy.Environment, spec: WaferSpec, shape: LayerShape,
                  vocab_size: int, units: list[Unit], *, detail: Detail,
-                 last_stage: bool, send: Callable[[Pass, int, int], None], tracer) -> None:
+                 last_stage: bool, send: Callable[[Pass, int, int], None], tracer,
+                 kv_tokens_reserved: int = 0) -> None:
         if detail not in DETAILS:
             raise ValueError(f"detail: must be one of {', '.join(DETAILS)}, got {detail!r}")
         self.env, self.spec, self.shape, self.vocab_size = env, spec, shape, vocab_size
@@ -91,7 +92,7 @@ class WaferStage:
         self.weight_bytes = sum(u.weight_bytes for u in units)
         if self.weight_bytes > spec.sram_bytes:
             raise CapacityError(f"weights of {self.weight_bytes} B exceed {spec.name} SRAM of {spec.sram_bytes} B")
-        self.regions = [Region(max(1, spec.cores * u.weight_bytes // self.weight_bytes)) for u in units]
+        self.regions = self._place(kv_tokens_reserved)
         self.n_layers = sum(1 for u in units if u.kind == "layer")
         self.kv_bytes_per_token = self.n_layers * shape.kv_bytes_per_token
         self._tandem = FifoTandem(len(units))
@@ -111,6 +112,24 @@ class WaferStage:
             names += [unit.name, f"{unit.name}.handoff"]
             names += [f"{unit.name}.{op.name}" for emits in (False, True) for op in self._unit_ops(unit, 1, 0, emits)]
         return names
+
+    def _place(self, kv_tokens: int) -> list[Region]:
+        """Each unit's region: the size with the shortest decode pass, no smaller than what
+        its weights and reserved KV cache need in SRAM, no larger than its byte-proportional
+        share of the wafer (so that every region fits). More cores divide the work but
+        lengthen the fabric, so a small model does not spread over the whole wafer."""
+        spec, chosen, regions = self.spec, {}, []
+        for unit in self.units:
+            kv = kv_tokens * self.shape.kv_bytes_per_token if unit.kind == "layer" else 0
+            need = -(-(unit.weight_bytes + kv) // spec.sram_bytes_per_core)
+            share = max(1, spec.cores * unit.weight_bytes // self.weight_bytes)
+            key = (unit.kind, need, share)
+            if key not in chosen:
+                ops = self._unit_ops(unit, 1, 0, True)
+                chosen[key] = latency_optimal_cores(
+                    lambda r, ops=ops: sum(op_cost(w, r, spec).total_ps for w in ops), min(need, share), share)
+            regions.append(Region(chosen[key]))
+        return regions
 
     # -- costs -------------------------------------------------------------------------
     def _unit_ops(self, unit: Unit, n: int, ctx: int, emits: bool) -> list[OpWork]:
