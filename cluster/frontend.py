@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import simpy
 
 from cluster.messages import Message
-from cluster.trace import NULL, REQUEST_SCHEMA, Tracer
+from cluster.trace import NULL, REQUEST_SCHEMA, Tracer, int_array
 from cluster.workload import Request
 from wafer import Pass
 
@@ -106,6 +107,6 @@ class Frontend:
                 for r, q in zip(rec, reqs)]
         cols = [ids, [r[0] for r in rec], [r[1] for r in rec], [r[2] for r in rec],
                 [r[3] for r in rec], [q.prompt_tokens for q in reqs], [q.output_tokens for q in reqs],
-                ttft, tpot]
-        return pa.record_batch([pa.array(c, f.type) for c, f in zip(cols, REQUEST_SCHEMA)],
-                               schema=REQUEST_SCHEMA)
+                ttft, [NULL if t is None else t for t in tpot]]
+        return pa.record_batch([int_array(np.array(c, np.int64), f.type, f.name == "tpot_ps")
+                                for c, f in zip(cols, REQUEST_SCHEMA)], schema=REQUEST_SCHEMA)

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from cluster.trace import requests_path
+from cluster.trace import int_values, requests_path
 
 PS_PER_S = 1e12
 PS_PER_MS = 1e9
+
+
+def _code(dictionary: list[str], value: str) -> int:
+    """The index of `value`, or one that matches nothing."""
+    return dictionary.index(value) if value in dictionary else -2
 
 
 def _p50(values: np.ndarray) -> float | None:
@@ -30,15 +34,31 @@ def _peak_concurrent(starts: np.ndarray, ends: np.ndarray, sizes: np.ndarray) ->
     return int(np.cumsum(deltas[order]).max())
 
 
+def _codes(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, list[str]]:
+    """A dictionary column's indices (NULL for nulls) and its dictionary as strings."""
+    column = batch.column(name)
+    return int_values(column.indices), column.dictionary.to_pylist()
+
+
+def _read(path: Path) -> tuple[dict, list[pa.RecordBatch]]:
+    with pa.memory_map(str(path)) as src:
+        reader = pa.ipc.open_file(src)
+        meta = json.loads((reader.schema.metadata or {}).get(b"wafersim", b"{}"))
+        return meta, [reader.get_batch(i) for i in range(reader.num_record_batches)]
+
+
+def _column(batches: list[pa.RecordBatch], name: str) -> np.ndarray:
+    return np.concatenate([int_values(b.column(name)) for b in batches]) if batches else np.zeros(0, np.int64)
+
+
 def summarize(spans_path: str | Path) -> dict:
     """Request latencies, throughput, link share and SRAM peaks from a trace."""
     spans_path = Path(spans_path)
-    with pa.memory_map(str(requests_path(spans_path))) as src:
-        requests = pa.ipc.open_file(src).read_all()
-    arrival = requests["arrival_ps"].to_numpy()
-    first = requests["first_token_ps"].to_numpy()
-    finish = requests["finish_ps"].to_numpy()
-    out_tokens = requests["output_tokens"].to_numpy().astype(np.int64)
+    _, requests = _read(requests_path(spans_path))
+    arrival = _column(requests, "arrival_ps")
+    first = _column(requests, "first_token_ps")
+    finish = _column(requests, "finish_ps")
+    out_tokens = _column(requests, "output_tokens").astype(np.int64)
     ttft_ms = (first - arrival) / PS_PER_MS
     multi = out_tokens > 1
     decode_s = (finish[multi] - first[multi]) / PS_PER_S
@@ -47,42 +67,36 @@ def summarize(spans_path: str | Path) -> dict:
     span_s = (finish.max() - arrival.min()) / PS_PER_S if len(finish) else 0.0
 
     link_ps_by_lp: dict[str, int] = {}
-    sram_rows: list[pa.RecordBatch] = []
+    sram_by_lp: dict[str, list[tuple[np.ndarray, ...]]] = {}
     end_ps = 0
-    with pa.memory_map(str(spans_path)) as src:
-        reader = pa.ipc.open_file(src)
-        meta = json.loads((reader.schema.metadata or {}).get(b"wafersim", b"{}"))
-        for i in range(reader.num_record_batches):
-            batch = reader.get_batch(i)
-            end_ps = max(end_ps, pc.max(batch["end_ps"]).as_py() or 0)
-            kind = batch["kind"].cast(pa.string())
-            links = batch.filter(pc.and_(pc.equal(kind, "link"),
-                                         pc.equal(batch["phase"].cast(pa.string()), "decode")))
-            if links.num_rows:
-                lp = links["lp"].cast(pa.string())[0].as_py()  # a batch holds one LP's rows
-                dur = pc.sum(pc.subtract(links["end_ps"], links["start_ps"])).as_py()
-                link_ps_by_lp[lp] = link_ps_by_lp.get(lp, 0) + dur
-            sram = batch.filter(pc.equal(kind, "sram"))
-            if sram.num_rows:
-                sram_rows.append(sram)
+    meta, batches = _read(spans_path)
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        starts, ends = int_values(batch.column("start_ps")), int_values(batch.column("end_ps"))
+        end_ps = max(end_ps, int(ends.max()))
+        (kind, kinds), (phase, phases), (lp, lps) = (_codes(batch, c) for c in ("kind", "phase", "lp"))
+        links = (kind == _code(kinds, "link")) & (phase == _code(phases, "decode"))
+        for code in np.unique(lp[links]):
+            mine = links & (lp == code)
+            link_ps_by_lp[lps[code]] = link_ps_by_lp.get(lps[code], 0) + int((ends[mine] - starts[mine]).sum())
+        sram = kind == _code(kinds, "sram")
+        if sram.any():
+            nbytes = int_values(batch.column("bytes"))
+            for code in np.unique(lp[sram]):
+                mine = sram & (lp == code)
+                sram_by_lp.setdefault(lps[code], []).append((starts[mine], ends[mine], nbytes[mine]))
     decode_tokens = int((out_tokens[multi] - 1).sum())
     link_ms_per_token = {lp: ps / decode_tokens / PS_PER_MS for lp, ps in sorted(link_ps_by_lp.items())} \
         if decode_tokens else {}
     link_total = sum(link_ms_per_token.values())
     tpot_mean_ms = float(tpot_ms.mean()) if len(tpot_ms) else None
 
-    sram_peak_gb: dict[str, float] = {}
-    if sram_rows:
-        sram = pa.Table.from_batches(sram_rows)
-        lps = sram["lp"].cast(pa.string()).to_numpy(zero_copy_only=False)
-        for lp in sorted(set(lps)):
-            mask = lps == lp
-            sram_peak_gb[lp] = _peak_concurrent(sram["start_ps"].to_numpy()[mask],
-                                                sram["end_ps"].to_numpy()[mask],
-                                                sram["bytes"].to_numpy()[mask]) / 1e9
+    sram_peak_gb = {lp: _peak_concurrent(*map(np.concatenate, zip(*parts))) / 1e9
+                    for lp, parts in sorted(sram_by_lp.items())}
     return {
         "scenario": meta.get("scenario"),
-        "requests_completed": int(len(requests)),
+        "requests_completed": int(len(arrival)),
         "tokens_per_s_per_user": _p50(speeds),
         "aggregate_tokens_per_s": float(out_tokens.sum() / span_s) if span_s else None,
         "ttft_ms_p50": _p50(ttft_ms),

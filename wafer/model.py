@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, chain
+from operator import itemgetter, sub
 from typing import Literal
 
 import simpy
-from simpy.events import Timeout
+from simpy.events import Process, Timeout
 
 from wafer.costs import Region, handoff_ps, latency_optimal_cores, op_cost
 from wafer.ops import LayerShape, OpWork, decoder_layer_ops, embedding_ops, lm_head_ops
@@ -64,17 +65,41 @@ class Unit:
         return f"layer{self.layer}" if self.kind == "layer" else self.kind
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Profile:
     """One kind of pass (tokens, context, emits, phase) through every unit: costs and the
-    trace templates of its spans, computed once and cached."""
+    trace layout of its spans, computed once and cached. Only the detail in use is traced,
+    so only its templates are made."""
 
     service_ps: tuple[int, ...]
     cum_end_ps: tuple[int, ...]
     busy_units: tuple[int, ...]  # units with work for this pass (the LM head idles on most)
-    unit_template: tuple[int, ...]  # layer detail: one span per unit
-    ops: tuple[tuple[tuple[int, int], ...], ...]  # op detail, per unit: (duration, template)
+    pick_busy: Callable[[list[int]], Sequence[int]] | None  # None: every unit is busy
+    op_ps: tuple[tuple[int, tuple[int, ...]], ...]  # op detail: (busy unit, its op durations)
+    shape: int  # layer and op detail: the pass record's layout (Tracer.pass_shape)
     stage_template: int  # stage detail: one span per pass
+
+
+_COST_TABLES: dict[tuple[int, LayerShape, int], tuple[WaferSpec, dict]] = {}
+
+
+def _shared_costs(spec: WaferSpec, shape: LayerShape, vocab_size: int) -> dict:
+    """One unit-cost table per (spec, model) in this process, so that a region costed for
+    one stage is costed for every stage with a region that size. The spec is matched by
+    identity (the stages of a run share it, in-process or unpickled together in an actor;
+    the entry holds it, so its id cannot be reused), the small layer shape by value."""
+    key = (id(spec), shape, vocab_size)
+    entry = _COST_TABLES.get(key)
+    if entry is None or entry[0] is not spec:
+        if len(_COST_TABLES) >= 8:  # runs come and go in one process; keep a few
+            _COST_TABLES.clear()
+        entry = _COST_TABLES[key] = (spec, {})
+    return entry[1]
+
+
+def _one(busy: tuple[int, ...]) -> Callable[[list[int]], tuple[int, ...]]:
+    """itemgetter's tuple for zero or one index (itemgetter(j) would return a bare int)."""
+    return lambda ends: tuple(ends[j] for j in busy)
 
 
 class WaferStage:
@@ -95,7 +120,9 @@ class WaferStage:
         self.regions = self._place(kv_tokens_reserved)
         self.n_layers = sum(1 for u in units if u.kind == "layer")
         self.kv_bytes_per_token = self.n_layers * shape.kv_bytes_per_token
+        self._act_bytes = shape.activation_bytes_per_token
         self._tandem = FifoTandem(len(units))
+        self._costs = _shared_costs(spec, shape, vocab_size)
         self._profiles: dict[tuple[int, int, bool, str], _Profile] = {}
         self._pending_exits: deque[int] = deque()  # exit times of passes that will send
         self._kv_bytes_in_use = 0
@@ -103,6 +130,9 @@ class WaferStage:
         self._kv_reserved_at: dict[int, tuple[int, int]] = {}  # request -> (start, bytes)
         self.peak_sram_bytes = self.weight_bytes
         self._names = {name: tracer.name(name) for name in self._trace_names()}
+        self._stage_detail = detail == "stage"
+        self._unit_info = [(j, unit, region, (unit.kind, region.cores), self._names[unit.name])
+                           for j, (unit, region) in enumerate(zip(units, self.regions))]
         # The tightest promise: no pass can leave sooner than the cheapest one crosses.
         self.transit_ps = self._profile(1, 0, False, "decode").cum_end_ps[-1]
 
@@ -139,39 +169,59 @@ class WaferStage:
             return embedding_ops(self.shape.hidden_size, n, self.shape.bytes_per_param)
         return lm_head_ops(self.shape.hidden_size, self.vocab_size, self.shape.bytes_per_param) if emits else []
 
+    def _unit_cost(self, unit: Unit, region: Region, shape_key: tuple[str, int], n: int, ctx: int,
+                   emits: bool) -> tuple[list[tuple[OpWork, int]], int, int, int, int]:
+        """(ops with their times, handoff, FLOPs, bytes, service) of a unit for a kind of pass.
+        Keyed by what `_unit_ops` and the handoff read: the context only matters to a layer,
+        `emits` only to the LM head. Identical regions cost the same, on any stage sharing
+        this spec and model (`_shared_costs`)."""
+        key = (shape_key, n, ctx if unit.kind == "layer" else -1, emits and unit.kind == "lm_head")
+        cost = self._costs.get(key)
+        if cost is None:
+            works = self._unit_ops(unit, n, ctx, emits)
+            costed = [(w, op_cost(w, region, self.spec).total_ps) for w in works]
+            hand = handoff_ps(n * self._act_bytes, region, self.spec) if works else 0
+            cost = self._costs[key] = (costed, hand, sum(w.flops for w, _ in costed),
+                                       sum(w.sram_bytes for w, _ in costed), sum(ps for _, ps in costed) + hand)
+        return cost
+
     def _profile(self, n: int, ctx: int, emits: bool, phase: str) -> _Profile:
         key = (n, ctx, emits, phase)
         profile = self._profiles.get(key)
         if profile is not None:
             return profile
-        template, names = self._tracer.template, self._names
-        per_shape: dict[tuple[str, int], tuple] = {}  # identical layers cost the same
-        service, unit_templates, ops = [], [], []
+        template, names, detail = self._tracer.template, self._names, self.detail
+        service, spans, op_ps = [], [], []
         total_flops = total_bytes = 0
         act_bytes = n * self.shape.activation_bytes_per_token
-        for unit, region in zip(self.units, self.regions):
-            shape_key = (unit.kind, region.cores)
-            if shape_key not in per_shape:
-                works = self._unit_ops(unit, n, ctx, emits)
-                costed = [(w, op_cost(w, region, self.spec).total_ps) for w in works]
-                hand = handoff_ps(act_bytes, region, self.spec) if works else 0
-                per_shape[shape_key] = (costed, hand)
-            costed, hand = per_shape[shape_key]
-            flops = sum(w.flops for w, _ in costed)
-            nbytes = sum(w.sram_bytes for w, _ in costed)
+        per_shape: dict[tuple[str, int], tuple] = {}  # identical layers cost the same
+        for j, unit, region, shape_key, name in self._unit_info:
+            cost = per_shape.get(shape_key)
+            if cost is None:
+                cost = per_shape[shape_key] = self._unit_cost(unit, region, shape_key, n, ctx, emits)
+            costed, hand, flops, nbytes, unit_ps = cost
             total_flops, total_bytes = total_flops + flops, total_bytes + nbytes
-            service.append(sum(ps for _, ps in costed) + hand)
-            unit_templates.append(template("compute", names[unit.name], unit.layer, nbytes, flops, phase))
-            unit_ops = [(ps, template("compute", names[f"{unit.name}.{w.name}"], unit.layer, w.sram_bytes,
-                                      w.flops, phase)) for w, ps in costed]
-            if costed:
-                unit_ops.append((hand, template("fabric", names[f"{unit.name}.handoff"], unit.layer, act_bytes,
-                                                None, phase)))
-            ops.append(tuple(unit_ops))
+            service.append(unit_ps)
+            if not unit_ps or detail == "stage":
+                continue
+            if detail == "layer":
+                spans.append((j, -unit_ps, 0, template("compute", name, unit.layer, nbytes, flops, phase)))
+                continue
+            ops = [(ps, template("compute", names[f"{unit.name}.{w.name}"], unit.layer, w.sram_bytes,
+                                 w.flops, phase)) for w, ps in costed]
+            ops.append((hand, template("fabric", names[f"{unit.name}.handoff"], unit.layer, act_bytes,
+                                       None, phase)))
+            t = -unit_ps  # op spans tile the unit's service, ending at its exit
+            for ps, op_template in ops:
+                spans.append((j, t, t + ps, op_template))
+                t += ps
+            op_ps.append((j, tuple(ps for ps, _ in ops)))
+        busy = tuple(j for j, t in enumerate(service) if t)
         profile = _Profile(
-            tuple(service), tuple(accumulate(service)), tuple(j for j, t in enumerate(service) if t),
-            tuple(unit_templates), tuple(ops),
-            template("compute", names["stage"], None, total_bytes, total_flops, phase))
+            tuple(service), tuple(accumulate(service)), busy,
+            None if len(busy) == len(service) else itemgetter(*busy) if len(busy) > 1 else _one(busy),
+            tuple(op_ps), self._tracer.pass_shape(len(service), tuple(spans)),
+            template("compute", names["stage"], None, total_bytes, total_flops, phase) if detail == "stage" else NULL)
         self._profiles[key] = profile
         return profile
 
@@ -184,40 +234,43 @@ class WaferStage:
         now = self.env._now  # the hot path skips the property
         if p.reserve_kv_tokens:
             self._reserve_kv(p.request_id, p.reserve_kv_tokens, now)
-        profile = self._profile(p.n_tokens, p.ctx_tokens, p.emits, p.phase)
+        profile = self._profiles.get((p.n_tokens, p.ctx_tokens, p.emits, p.phase)) \
+            or self._profile(p.n_tokens, p.ctx_tokens, p.emits, p.phase)
         sends = p.emits or not self.last_stage
-        size = TOKEN_ID_BYTES if self.last_stage else p.n_tokens * self.shape.activation_bytes_per_token
-        if self.detail == "stage":
+        size = TOKEN_ID_BYTES if self.last_stage else p.n_tokens * self._act_bytes
+        if self._stage_detail:
             exit_ps = self._tandem.exit_ps(now, profile.service_ps, profile.cum_end_ps)
             self._rows.append((now, exit_ps, profile.stage_template, p.request_id, p.token))
-            self._leave(p, exit_ps)
+            if p.final:
+                self._leave(p, exit_ps)
             if sends:  # send at entry: a FIFO stage with fixed service knows the exit now
                 self._send(p, exit_ps, size)
             return
-        starts, ends = self._tandem.schedule(now, profile.service_ps, profile.cum_end_ps)
-        self._leave(p, ends[-1])
+        ends = self._tandem.ends(now, profile.service_ps)
+        if p.final:
+            self._leave(p, ends[-1])
         if sends:
             self._pending_exits.append(ends[-1])
-        self.env.process(self._walk(p, profile, starts, ends, sends, size))
+        Process(self.env, self._walk(p, profile, ends, sends, size))
 
-    def _walk(self, p: Pass, profile: _Profile, starts: list[int], ends: list[int],
-              sends: bool, size: int):
-        """Live through the pass's schedule, one event per unit (or per op), tracing each."""
-        env, append = self.env, self._rows.append
-        rid, token = p.request_id, p.token
+    def _walk(self, p: Pass, profile: _Profile, ends: list[int], sends: bool, size: int):
+        """Live through the pass's schedule, one event per unit (or per op). Its spans are
+        exact from the start (`ends`), so it traces them as one record when it is done."""
+        env = self.env
         if self.detail == "layer":
-            templates = profile.unit_template
-            for j in profile.busy_units:
-                end = ends[j]
-                yield Timeout(env, end - env._now)
-                append((starts[j], end, templates[j], rid, token))
+            # Delays from one busy unit's end to the next, as a C-level map: `end - env._now`
+            # per event would cost a seventh of the SimPy event it schedules.
+            busy = ends if profile.pick_busy is None else profile.pick_busy(ends)
+            for delay in map(sub, busy, chain((env._now,), busy)):
+                yield Timeout(env, delay)
         else:
-            for j in profile.busy_units:
-                t = starts[j]
-                for op_ps, template in profile.ops[j]:
-                    yield Timeout(env, t + op_ps - env._now)
-                    append((t, t + op_ps, template, rid, token))
+            service = profile.service_ps
+            for j, durations in profile.op_ps:
+                t = ends[j] - service[j]
+                for op_ps in durations:
                     t += op_ps
+                    yield Timeout(env, t - env._now)
+        self._rows.append((profile.shape, p.request_id, p.token, *ends))
         if sends:
             self._pending_exits.popleft()
             self._send(p, env._now, size)
@@ -236,7 +289,7 @@ class WaferStage:
         self._kv_reserved_at[request_id] = (now, kv_bytes)
 
     def _leave(self, p: Pass, exit_ps: int) -> None:
-        if not p.final or p.request_id not in self._kv_reserved_at:
+        if p.request_id not in self._kv_reserved_at:
             return
         start, kv_bytes = self._kv_reserved_at.pop(p.request_id)
         heapq.heappush(self._kv_releases, (exit_ps, kv_bytes))

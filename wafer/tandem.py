@@ -5,15 +5,12 @@ pass's whole schedule is known when it enters (Lindley's recursion,
 end_j = max(end_{j-1}, free_j) + service_j). That is what lets a wafer promise its exact
 next send time (its horizon) and lets `--detail stage` skip the per-layer events.
 
-The recursion unrolls to a running maximum (max-plus algebra):
-end_j = C_j + max(entry, max_{i<=j}(free_i - C_{i-1})), with C the cumulative service,
-which `itertools.accumulate` evaluates without a Python-level loop.
+The recursion runs as one list comprehension with a running value: a few tens of ns a
+unit, several times cheaper than the max-plus form built from `itertools.accumulate`
+(a builtin call per element) that it replaced.
 """
 
 from __future__ import annotations
-
-from itertools import accumulate, chain, islice
-from operator import add, sub
 
 
 class FifoTandem:
@@ -33,12 +30,13 @@ class FifoTandem:
             self._lazy = None
         return self._free_ps
 
-    def _ends(self, entry_ps: int, cum_end_ps: tuple[int, ...]) -> list[int]:
-        cum_start = chain((0,), cum_end_ps)  # C_{j-1}; map() stops at the shorter list
-        running = accumulate(map(sub, self._free(), cum_start), max, initial=entry_ps)
-        ends = list(map(add, cum_end_ps, islice(running, 1, None)))
-        self._free_ps = ends
-        self.last_exit_ps = ends[-1]
+    def ends(self, entry_ps: int, service_ps: tuple[int, ...]) -> list[int]:
+        """Admit a pass at `entry_ps`; return when it leaves each unit (it starts there at
+        end - service)."""
+        t = entry_ps
+        free = self._free_ps if self._lazy is None else self._free()
+        ends = self._free_ps = [t := (t if t > f else f) + s for f, s in zip(free, service_ps)]
+        self.last_exit_ps = t
         return ends
 
     def exit_ps(self, entry_ps: int, service_ps: tuple[int, ...], cum_end_ps: tuple[int, ...]) -> int:
@@ -47,10 +45,4 @@ class FifoTandem:
             self._lazy = (entry_ps, cum_end_ps)
             self.last_exit_ps = entry_ps + cum_end_ps[-1]
             return self.last_exit_ps
-        return self._ends(entry_ps, cum_end_ps)[-1]
-
-    def schedule(self, entry_ps: int, service_ps: tuple[int, ...],
-                 cum_end_ps: tuple[int, ...]) -> tuple[list[int], list[int]]:
-        """Admit a pass at `entry_ps`; return its start and end time at every unit."""
-        ends = self._ends(entry_ps, cum_end_ps)
-        return list(map(sub, ends, service_ps)), ends
+        return self.ends(entry_ps, service_ps)[-1]
