@@ -78,6 +78,9 @@ class _Profile:
     op_ps: tuple[tuple[int, tuple[int, ...]], ...]  # op detail: (busy unit, its op durations)
     shape: int  # layer and op detail: the pass record's layout (Tracer.pass_shape)
     stage_template: int  # stage detail: one span per pass
+    index: int  # this stage's number for the kind of pass (FifoTandem's key)
+    free_delays: tuple[int, ...]  # a pass that never waits: from one event to the next
+    free_shape: int  # and its record's layout, relative to its entry
 
 
 _COST_TABLES: dict[tuple[int, LayerShape, int], tuple[WaferSpec, dict]] = {}
@@ -191,8 +194,9 @@ class WaferStage:
         if profile is not None:
             return profile
         template, names, detail = self._tracer.template, self._names, self.detail
-        service, spans, op_ps = [], [], []
-        total_flops = total_bytes = 0
+        service, op_ps = [], []
+        spans = []  # (unit j, start and end relative to its exit, template, C_j: its exit from entry)
+        total_flops = total_bytes = cum_ps = 0
         act_bytes = n * self.shape.activation_bytes_per_token
         per_shape: dict[tuple[str, int], tuple] = {}  # identical layers cost the same
         for j, unit, region, shape_key, name in self._unit_info:
@@ -202,10 +206,11 @@ class WaferStage:
             costed, hand, flops, nbytes, unit_ps = cost
             total_flops, total_bytes = total_flops + flops, total_bytes + nbytes
             service.append(unit_ps)
+            cum_ps += unit_ps
             if not unit_ps or detail == "stage":
                 continue
             if detail == "layer":
-                spans.append((j, -unit_ps, 0, template("compute", name, unit.layer, nbytes, flops, phase)))
+                spans.append((j, -unit_ps, 0, template("compute", name, unit.layer, nbytes, flops, phase), cum_ps))
                 continue
             ops = [(ps, template("compute", names[f"{unit.name}.{w.name}"], unit.layer, w.sram_bytes,
                                  w.flops, phase)) for w, ps in costed]
@@ -213,15 +218,20 @@ class WaferStage:
                                        None, phase)))
             t = -unit_ps  # op spans tile the unit's service, ending at its exit
             for ps, op_template in ops:
-                spans.append((j, t, t + ps, op_template))
+                spans.append((j, t, t + ps, op_template, cum_ps))
                 t += ps
             op_ps.append((j, tuple(ps for ps, _ in ops)))
         busy = tuple(j for j, t in enumerate(service) if t)
+        # A pass that never waits leaves unit j at entry + C_j: the same spans, at offsets
+        # from its entry, and its events (at span ends) fixed delays apart.
+        free_ends = [c + end for _, _, end, _, c in spans]
         profile = _Profile(
             tuple(service), tuple(accumulate(service)), busy,
             None if len(busy) == len(service) else itemgetter(*busy) if len(busy) > 1 else _one(busy),
-            tuple(op_ps), self._tracer.pass_shape(len(service), tuple(spans)),
-            template("compute", names["stage"], None, total_bytes, total_flops, phase) if detail == "stage" else NULL)
+            tuple(op_ps), self._tracer.pass_shape(len(service), tuple(s[:4] for s in spans)),
+            template("compute", names["stage"], None, total_bytes, total_flops, phase) if detail == "stage" else NULL,
+            len(self._profiles), tuple(map(sub, free_ends, [0, *free_ends])),
+            self._tracer.pass_shape(1, tuple((0, c + start, c + end, t) for _, start, end, t, c in spans)))
         self._profiles[key] = profile
         return profile
 
@@ -238,39 +248,46 @@ class WaferStage:
             or self._profile(p.n_tokens, p.ctx_tokens, p.emits, p.phase)
         sends = p.emits or not self.last_stage
         size = TOKEN_ID_BYTES if self.last_stage else p.n_tokens * self._act_bytes
+        ends = self._tandem.admit(now, profile.service_ps, profile.cum_end_ps, profile.index)
+        exit_ps = now + profile.cum_end_ps[-1] if ends is None else ends[-1]
         if self._stage_detail:
-            exit_ps = self._tandem.exit_ps(now, profile.service_ps, profile.cum_end_ps)
             self._rows.append((now, exit_ps, profile.stage_template, p.request_id, p.token))
             if p.final:
                 self._leave(p, exit_ps)
             if sends:  # send at entry: a FIFO stage with fixed service knows the exit now
                 self._send(p, exit_ps, size)
             return
-        ends = self._tandem.ends(now, profile.service_ps)
         if p.final:
-            self._leave(p, ends[-1])
+            self._leave(p, exit_ps)
         if sends:
-            self._pending_exits.append(ends[-1])
+            self._pending_exits.append(exit_ps)
         Process(self.env, self._walk(p, profile, ends, sends, size))
 
-    def _walk(self, p: Pass, profile: _Profile, ends: list[int], sends: bool, size: int):
+    def _walk(self, p: Pass, profile: _Profile, ends: list[int] | None, sends: bool, size: int):
         """Live through the pass's schedule, one event per unit (or per op). Its spans are
-        exact from the start (`ends`), so it traces them as one record when it is done."""
+        exact from the start (its entry, or `ends` if it waits somewhere), so it traces
+        them as one record when it is done."""
         env = self.env
-        if self.detail == "layer":
-            # Delays from one busy unit's end to the next, as a C-level map: `end - env._now`
-            # per event would cost a seventh of the SimPy event it schedules.
-            busy = ends if profile.pick_busy is None else profile.pick_busy(ends)
-            for delay in map(sub, busy, chain((env._now,), busy)):
+        if ends is None:  # it never waits: its schedule is its entry plus the profile's
+            entry = env._now
+            for delay in profile.free_delays:
                 yield Timeout(env, delay)
+            self._rows.append((profile.free_shape, p.request_id, p.token, entry))
         else:
-            service = profile.service_ps
-            for j, durations in profile.op_ps:
-                t = ends[j] - service[j]
-                for op_ps in durations:
-                    t += op_ps
-                    yield Timeout(env, t - env._now)
-        self._rows.append((profile.shape, p.request_id, p.token, *ends))
+            if self.detail == "layer":
+                # Delays from one busy unit's end to the next, as a C-level map: `end - env._now`
+                # per event would cost a seventh of the SimPy event it schedules.
+                busy = ends if profile.pick_busy is None else profile.pick_busy(ends)
+                for delay in map(sub, busy, chain((env._now,), busy)):
+                    yield Timeout(env, delay)
+            else:
+                service = profile.service_ps
+                for j, durations in profile.op_ps:
+                    t = ends[j] - service[j]
+                    for op_ps in durations:
+                        t += op_ps
+                        yield Timeout(env, t - env._now)
+            self._rows.append((profile.shape, p.request_id, p.token, *ends))
         if sends:
             self._pending_exits.popleft()
             self._send(p, env._now, size)

@@ -1,5 +1,7 @@
 """The wafer stage: FIFO regions pipeline passes; SRAM is a capacity."""
 
+import random
+
 import pytest
 import simpy
 
@@ -96,13 +98,20 @@ def lindley(free, entry, service):
 
 
 def test_tandem_matches_lindley_recursion():
-    """Both the O(1) empty-tandem path and the full schedule equal the plain recursion."""
-    services = [(5, 9, 3, 7), (2, 2, 0, 2), (9, 1, 1, 1), (1, 1, 1, 30)]
-    fast, full, free = FifoTandem(4), FifoTandem(4), [0] * 4
-    entries = (0, 2, 4, 40, 41, 100, 100, 101, 103, 300)
-    for i, entry in enumerate(entries):
-        service = services[i % len(services)]
-        cum = tuple(sum(service[:j + 1]) for j in range(4))
-        expected = lindley(free, entry, service)
-        assert full.ends(entry, service) == expected
-        assert fast.exit_ps(entry, service, cum) == expected[-1]
+    """The O(1) path for passes that never wait and the full recursion both equal the
+    textbook recursion, whatever the mix of kinds of pass."""
+    rng = random.Random(5)
+    for _ in range(50):
+        services = [tuple(rng.choice((0, 1, 2, 5, 9, 30)) for _ in range(4)) for _ in range(4)]
+        tandem, free, entry, waited = FifoTandem(4), [0] * 4, 0, 0
+        for _ in range(40):
+            kind = rng.randrange(len(services))
+            service = services[kind]
+            cum = tuple(sum(service[:j + 1]) for j in range(4))
+            entry += rng.choice((0, 1, 3, 8, 40))
+            expected = lindley(free, entry, service)
+            ends = tandem.admit(entry, service, cum, kind)
+            assert (ends or [entry + c for c in cum]) == expected
+            assert tandem.last_exit_ps == expected[-1]
+            waited += ends is not None
+        assert 0 < waited < 40
