@@ -142,9 +142,10 @@ class RayBackend:
 
     def summary_extra(self) -> dict:
         return {"ray_nodes": len(set(self._nodes.values())), "ray_startup_s": self.startup_s,
-                "ray_actors": len(self._labels)}
+                "ray_shutdown_s": getattr(self, "shutdown_s", 0.0), "ray_actors": len(self._labels)}
 
     def shutdown(self) -> None:
+        t0 = time.perf_counter()
         for actor in self._actors:
             try:
                 ray.kill(actor)
@@ -153,3 +154,4 @@ class RayBackend:
         self._actors = []
         if self._started and ray.is_initialized():
             ray.shutdown()
+        self.shutdown_s = time.perf_counter() - t0
