@@ -28,7 +28,6 @@ class Link:
         # By (size, phase): a run sends few distinct sizes.
         self._by_size: dict[tuple[int, str | None], tuple[int, int, int]] = {}
         self.transit_ps = spec.latency_ps  # nothing crosses faster than the light does
-        self.bytes_sent = 0
 
     def horizon_ps(self) -> int | None:
         return None  # every transfer is sent the moment it enters
@@ -56,7 +55,6 @@ class Link:
         if start > now:
             self._rows.append((now, start, queue_template, rid, tok))
         self._rows.append((start, arrive, link_template, rid, tok))
-        self.bytes_sent += size_bytes
         self._send(payload, arrive, size_bytes)
 
     def finish(self, end_ps: int) -> None:

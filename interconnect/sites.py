@@ -24,6 +24,7 @@ class Site:
 
 # FACTS "How Cerebras serves Llama 3.1": deployed datacenters named Santa Clara,
 # Stockton, Dallas. Coordinates are the cities' centres (public gazetteer figures).
+# Another datacenter is one more entry here.
 SITES: dict[str, Site] = {
     s.name: s for s in (
         Site("santa-clara", 37.3541, -121.9552),
@@ -31,13 +32,6 @@ SITES: dict[str, Site] = {
         Site("dallas", 32.7767, -96.7970),
     )
 }
-
-
-def register_site(site: Site) -> None:
-    """Add a datacenter; names are unique."""
-    if site.name in SITES:
-        raise ValueError(f"site {site.name!r}: already registered")
-    SITES[site.name] = site
 
 
 def great_circle_km(a: Site, b: Site) -> float:

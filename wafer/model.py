@@ -131,7 +131,6 @@ class WaferStage:
         self._kv_bytes_in_use = 0
         self._kv_releases: list[tuple[int, int]] = []  # heap of (time, bytes)
         self._kv_reserved_at: dict[int, tuple[int, int]] = {}  # request -> (start, bytes)
-        self.peak_sram_bytes = self.weight_bytes
         self._names = {name: tracer.name(name) for name in self._trace_names()}
         self._stage_detail = detail == "stage"
         self._unit_info = [(j, unit, region, (unit.kind, region.cores), self._names[unit.name])
@@ -302,7 +301,6 @@ class WaferStage:
             raise CapacityError(f"request {request_id}: KV cache of {kv_bytes} B would bring SRAM to "
                                 f"{in_use} B, over the {self.spec.sram_bytes} B of {self.spec.name}")
         self._kv_bytes_in_use += kv_bytes
-        self.peak_sram_bytes = max(self.peak_sram_bytes, in_use)
         self._kv_reserved_at[request_id] = (now, kv_bytes)
 
     def _leave(self, p: Pass, exit_ps: int) -> None:
