@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from operator import itemgetter, sub
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import simpy
 from simpy.events import Process, Timeout
@@ -38,9 +38,9 @@ class CapacityError(Exception):
     """A wafer was asked to hold more than its SRAM."""
 
 
-@dataclass(frozen=True, slots=True)
-class Pass:
-    """Tokens of one request crossing the pipeline once (a prefill chunk or a decode step)."""
+class Pass(NamedTuple):
+    """Tokens of one request crossing the pipeline once (a prefill chunk or a decode step).
+    A NamedTuple: it crosses Ray actors in every message, and pickles as a plain tuple."""
 
     request_id: int
     token: int  # index of the output token this pass works towards
