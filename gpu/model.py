@@ -47,6 +47,7 @@ class GpuStage:
         self._queue: deque[Pass] = deque()
         self._busy_until: int | None = None
         self._boundary_pending = False
+        self._work: dict[tuple[int, int, bool], tuple[int, int]] = {}
         self._name = tracer.name("step")
         self.bytes_per_param = 1 if plan.dtype == "fp8" else 2
         head = vocab_size * shape.hidden_size * self.bytes_per_param if plan.lm_head else 0
@@ -58,12 +59,10 @@ class GpuStage:
         g, n_layers, spec = self.plan.tp, len(self.plan.layers), self.spec
         flops = kv_bytes = tokens = 0
         for p in passes:
-            ops = decoder_layer_ops(self.shape, p.n_tokens, p.ctx_tokens)
-            flops += sum(op.flops for op in ops) * n_layers
-            kv_bytes += (p.ctx_tokens + p.n_tokens) * self.shape.kv_bytes_per_token * n_layers
+            pass_flops, pass_kv_bytes = self._pass_work(p.n_tokens, p.ctx_tokens, p.emits)
+            flops += pass_flops
+            kv_bytes += pass_kv_bytes
             tokens += p.n_tokens
-            if self.plan.lm_head and p.emits:
-                flops += 2 * self.shape.hidden_size * self.vocab_size
         hbm_bytes = self.weight_bytes_per_gpu + kv_bytes // g
         flops_per_gpu = flops // g
         stream_s = max(hbm_bytes / spec.hbm_bytes_per_s, flops_per_gpu / spec.flops_per_s(self.plan.dtype))
@@ -76,6 +75,18 @@ class GpuStage:
         if self.plan.lm_head:
             overhead_s += 2 * spec.kernel_overhead_s
         return math.ceil((stream_s + overhead_s) * PS_PER_S), hbm_bytes, flops_per_gpu
+
+    def _pass_work(self, n: int, ctx: int, emits: bool) -> tuple[int, int]:
+        """(FLOPs, KV bytes) of one pass over the stage's layers, cached: passes repeat."""
+        key = (n, ctx, emits)
+        work = self._work.get(key)
+        if work is None:
+            n_layers = len(self.plan.layers)
+            flops = sum(op.flops for op in decoder_layer_ops(self.shape, n, ctx)) * n_layers
+            if self.plan.lm_head and emits:
+                flops += 2 * self.shape.hidden_size * self.vocab_size
+            work = self._work[key] = (flops, (ctx + n) * self.shape.kv_bytes_per_token * n_layers)
+        return work
 
     def horizon_ps(self) -> int | None:
         if self._busy_until is not None:
