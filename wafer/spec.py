@@ -8,7 +8,7 @@ Every constant carries its unit and cites its row in shared/FACTS.md.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
@@ -64,9 +64,6 @@ class WaferSpec:
     @property
     def peak_fp16_flops_per_s(self) -> float:
         return self.fp16_flops_per_s_per_core * self.cores
-
-    def with_overrides(self, **changes: object) -> WaferSpec:
-        return replace(self, **changes)
 
 
 def read_calibrated(path: Path, key: str, default: float) -> float:
