@@ -1,1 +1,2 @@
-"""The engine, backends, model definitions, sharding plans, frontend, traces and CLI."""
+"""The simulator proper: the engine, serving (plans, frontends, routers, workloads),
+results (traces, metrics) and the commands."""

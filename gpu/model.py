@@ -16,12 +16,11 @@ from dataclasses import dataclass
 
 import simpy
 
+from common.units import PS_PER_S
 from gpu.spec import GpuSpec
-from wafer.model import TOKEN_ID_BYTES, Pass
-from wafer.ops import LayerShape, decoder_layer_ops
+from llm.ops import LayerShape, decoder_layer_ops
+from llm.passes import TOKEN_ID_BYTES, Pass
 
-PS_PER_S = 10**12
-NULL = -1
 # A step starts after every message due at the same instant has been delivered (as a
 # serving engine's scheduler forms its batch at the iteration boundary): its priority
 # sorts after any message delivery's (which encode sender and sequence number).

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from wafer.spec import read_calibrated
+from common.calibration import read_calibrated
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
@@ -58,7 +58,7 @@ H100 = GpuSpec(
     gpus_per_node=8,  # FACTS: DGX H100 = 8 GPUs
     node_link_bits_per_s=8 * 400e9,  # NVIDIA DGX H100 datasheet: 8x ConnectX-7 400 Gb/s
     node_link_latency_ps=3_000_000,  # assumed like one RDMA hop in a hall (FACTS "system I/O": a few us)
-    kernels_per_layer=10,  # the ops of wafer.ops.decoder_layer_ops, one kernel each
+    kernels_per_layer=10,  # the ops of llm.ops.decoder_layer_ops, one kernel each
     # Calibrated (gpu/calibration.json): fitted to Llama-70B on DGX H100, HBM bandwidth
     # used ~60% at 2 GPUs and ~25% at 8 (FACTS, Hot Chips 2024). Defaults: typical
     # CUDA launch latency and one NVLink hop, used only until the file exists.

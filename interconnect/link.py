@@ -13,9 +13,8 @@ from typing import Any
 
 import simpy
 
+from common.units import NULL
 from interconnect.spec import LinkSpec
-
-NULL = -1  # "none" in a trace row
 
 
 class Link:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-PS_PER_S = 10**12
+from common.units import PS_PER_S
 
 
 @dataclass(frozen=True)

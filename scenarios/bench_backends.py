@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cluster.cli import SITE_GROUPS
-from cluster.scenario import RunOptions, ScenarioConfig, run_scenario
+from cluster.commands.cli import SITE_GROUPS
+from cluster.commands.scenario import RunOptions, ScenarioConfig, run_scenario
 
 
 def main(argv: list[str] | None = None) -> int:

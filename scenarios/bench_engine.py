@@ -22,7 +22,7 @@ from pathlib import Path
 
 import simpy
 
-from cluster.scenario import RunOptions, ScenarioConfig, run_scenario
+from cluster.commands.scenario import RunOptions, ScenarioConfig, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 

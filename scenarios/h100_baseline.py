@@ -3,7 +3,7 @@ pipelined across nodes when it does not fit one."""
 
 import sys
 
-from cluster.cli import ScenarioDefaults, run_scenario_cli
+from cluster.commands.cli import ScenarioDefaults, run_scenario_cli
 
 DEFAULTS = ScenarioDefaults(model="llama3.1-70b", wafers=1, sites="santa-clara", device="h100", gpus=8)
 

@@ -8,10 +8,10 @@ import json
 import sys
 import tempfile
 
-from cluster.errors import ConfigError, SimError
-from cluster.model import resolve_model
-from cluster.plan import plan_pipeline
-from cluster.scenario import RunOptions, ScenarioConfig, run_scenario
+from cluster.commands.scenario import RunOptions, ScenarioConfig, run_scenario
+from cluster.serving.plan import plan_pipeline
+from common.errors import ConfigError, SimError
+from llm.config import resolve_model
 from wafer import WSE3
 
 KEYS = ("tokens_per_s_per_user", "aggregate_tokens_per_s", "ttft_ms_p50", "tpot_ms_p50", "requests_completed",

@@ -2,7 +2,7 @@
 
 import sys
 
-from cluster.cli import ScenarioDefaults, run_scenario_cli
+from cluster.commands.cli import ScenarioDefaults, run_scenario_cli
 
 DEFAULTS = ScenarioDefaults(model="llama3.1-8b", wafers=1, sites="santa-clara")
 

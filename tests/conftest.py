@@ -15,7 +15,7 @@ SMALL = ["--users", "4", "--prompt-tokens", "64", "--output-tokens", "8", "--pre
 
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "cluster.cli", *args], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "cluster.commands.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")

@@ -1,8 +1,7 @@
 """One wafer-scale processor: its spec, the cost of transformer ops on it, its SimPy model."""
 
-from wafer.model import DETAILS, CapacityError, Pass, Unit, WaferStage
-from wafer.ops import LayerShape
+from wafer.model import DETAILS, Unit, WaferStage
 from wafer.spec import WAFER_PRESETS, WSE2, WSE3, WaferSpec
 
-__all__ = ["DETAILS", "CapacityError", "LayerShape", "Pass", "Unit", "WAFER_PRESETS",
+__all__ = ["DETAILS", "Unit", "WAFER_PRESETS",
            "WSE2", "WSE3", "WaferSpec", "WaferStage"]

@@ -13,10 +13,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wafer.ops import MeshPattern, OpWork
+from common.units import PS_PER_S
+from llm.ops import MeshPattern, OpWork
 from wafer.spec import WaferSpec
-
-PS_PER_S = 10**12
 
 
 @dataclass(frozen=True)

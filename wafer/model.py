@@ -18,38 +18,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from operator import itemgetter, sub
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import simpy
 from simpy.events import Process, Timeout
 
+from common.errors import CapacityError
+from common.units import NULL
+from llm.ops import LayerShape, OpWork, decoder_layer_ops, embedding_ops, lm_head_ops
+from llm.passes import TOKEN_ID_BYTES, Pass
 from wafer.costs import Region, handoff_ps, latency_optimal_cores, op_cost
-from wafer.ops import LayerShape, OpWork, decoder_layer_ops, embedding_ops, lm_head_ops
 from wafer.spec import WaferSpec
 from wafer.tandem import FifoTandem
 
 Detail = Literal["stage", "layer", "op"]
 DETAILS: tuple[str, ...] = ("stage", "layer", "op")
-TOKEN_ID_BYTES = 4  # a sampled token travels back as one int32
-NULL = -1  # "none" in a trace row
-
-
-class CapacityError(Exception):
-    """A wafer was asked to hold more than its SRAM."""
-
-
-class Pass(NamedTuple):
-    """Tokens of one request crossing the pipeline once (a prefill chunk or a decode step).
-    A NamedTuple: it crosses Ray actors in every message, and pickles as a plain tuple."""
-
-    request_id: int
-    token: int  # index of the output token this pass works towards
-    phase: str  # "prefill" or "decode"
-    n_tokens: int
-    ctx_tokens: int  # tokens already in this request's KV cache
-    emits: bool  # the pass ends in a sampled token (decode, or the last prefill chunk)
-    reserve_kv_tokens: int  # > 0 on a request's first pass: KV tokens to reserve
-    final: bool  # the request's last pass: its KV cache is freed afterwards
 
 
 @dataclass(frozen=True)

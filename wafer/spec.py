@@ -7,9 +7,10 @@ Every constant carries its unit and cites its row in shared/FACTS.md.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from common.calibration import read_calibrated
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
@@ -64,15 +65,6 @@ class WaferSpec:
     @property
     def peak_fp16_flops_per_s(self) -> float:
         return self.fp16_flops_per_s_per_core * self.cores
-
-
-def read_calibrated(path: Path, key: str, default: float) -> float:
-    """A fitted constant from a calibration file written by `wafersim calibrate`; the
-    default only while no file exists (a fresh fit)."""
-    try:
-        return float(json.loads(path.read_text())["constants"][key])
-    except (OSError, KeyError, ValueError):
-        return default
 
 
 # Calibrated: fitted by `wafersim calibrate` so that Llama3.1-8B on one WSE-3 decodes one

@@ -3,7 +3,7 @@
 import pytest
 import simpy
 
-from cluster.trace import KINDS, Tracer
+from cluster.results.trace import KINDS, Tracer
 from interconnect import CS3_LINK, SITES, Link, LinkSpec, fibre_latency_ps, great_circle_km
 
 

@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import pytest
 
+from llm.ops import LayerShape, MeshPattern, decoder_layer_ops
 from wafer import WSE2, WSE3
 from wafer.costs import Region, op_cost
-from wafer.ops import LayerShape, MeshPattern, decoder_layer_ops
 
 SHAPE_70B = LayerShape(8192, 28672, 64, 8, 128)
 

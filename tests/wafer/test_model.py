@@ -5,8 +5,10 @@ import random
 import pytest
 import simpy
 
-from cluster.trace import KINDS, Tracer
-from wafer import WSE3, CapacityError, LayerShape, Pass, Unit, WaferStage
+from cluster.results.trace import KINDS, Tracer
+from common.errors import CapacityError
+from llm import LayerShape, Pass
+from wafer import WSE3, Unit, WaferStage
 from wafer.tandem import FifoTandem
 
 SHAPE = LayerShape(8192, 28672, 64, 8, 128)

@@ -1,0 +1,1 @@
+"""The commands: `wafersim run|summary|list|calibrate|validate`, and running a scenario from end to end."""

@@ -1,0 +1,196 @@
+"""The command line: `wafersim run NAME ...`, `wafersim summary PATH`, and the flags every
+scenario shares. A user mistake prints one line `error: ...` and exits with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.engine.backends import BACKENDS
+from common.errors import ConfigError, SimError
+from wafer import DETAILS
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise ConfigError(message)
+
+
+SITE_GROUPS = 10**9  # `--lps-per-actor site`: as many as a datacenter has
+
+
+def _lps_per_actor(text: str) -> int:
+    if text == "site":
+        return SITE_GROUPS
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'site', got {text!r}") from None
+
+
+def parse_sites(text: str) -> tuple[str, ...]:
+    """A comma list of sites, one per wafer; `NAME*N` stands for N wafers in NAME."""
+    sites: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        name, star, count = item.partition("*")
+        if not star:
+            sites += [item] if item else []
+        elif count.strip().isdigit() and int(count) > 0:
+            sites += [name.strip()] * int(count)
+        else:
+            raise ConfigError(f"--sites: {item!r}: expected NAME or NAME*COUNT")
+    return tuple(sites)
+
+
+def _spec_override(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return key.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIELD=NUMBER, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class ScenarioDefaults:
+    model: str
+    wafers: int
+    sites: str
+    users: int = 64
+    prompt_tokens: int = 512
+    output_tokens: int = 256
+    device: str = "wse-3"
+    gpus: int | None = None  # set for a GPU scenario: adds --gpus and --dtype
+
+
+def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"wafersim run {name}", description=description)
+    p.add_argument("--model", default=defaults.model, help="preset name or path to a HF config.json")
+    if defaults.gpus is None:
+        p.add_argument("--wafers", type=int, default=defaults.wafers)
+        p.add_argument("--sites", default=defaults.sites,
+                       help="comma list, one datacenter per wafer; NAME*N for N wafers in NAME")
+        p.add_argument("--wafer", default=defaults.device, help="wafer preset (wse-3, wse-2)")
+    else:
+        p.add_argument("--gpus", type=int, default=defaults.gpus, help="tensor-parallel GPUs per DGX: 1, 2, 4, 8")
+        p.add_argument("--dtype", choices=("fp16", "fp8"), default="fp16", help="weight precision")
+        p.add_argument("--sites", default=defaults.sites, help="the datacenter of the GPU nodes")
+    p.add_argument("--users", type=int, default=defaults.users, help="requests served at once")
+    p.add_argument("--requests", type=int, default=None, help="requests in all (default: --users)")
+    p.add_argument("--rate", type=float, default=0.0, help="Poisson arrivals per second (0: all at t=0)")
+    p.add_argument("--prompt-tokens", type=int, default=defaults.prompt_tokens)
+    p.add_argument("--output-tokens", type=int, default=defaults.output_tokens)
+    p.add_argument("--prefill-chunk", type=int, default=128, help="prompt tokens per prefill pass")
+    p.add_argument("--spec", action="append", default=[], type=_spec_override, metavar="FIELD=VALUE",
+                   help="change a device constant, e.g. clock_hz=1.2e9 (repeatable)")
+    p.add_argument("--link", action="append", default=[], type=_spec_override, metavar="FIELD=VALUE",
+                   help="change the inter-device link: lanes, lane_bits_per_s, latency_ps (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detail", choices=DETAILS, default="layer",
+                   help="trace one span per wafer stage, per layer or per op")
+    p.add_argument("--backend", choices=BACKENDS, default="inprocess")
+    p.add_argument("--lps-per-actor", type=_lps_per_actor, default=None,
+                   help="LPs per Ray actor, never across sites; 'site': one actor per datacenter "
+                        "(ray default 1; in-process default: one partition for all)")
+    p.add_argument("--max-window-ps", type=int, default=None, help="debug: cap on a round's window")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--placement", choices=("pack", "spread", "by-site"), default="pack")
+    p.add_argument("--trace", default=None, help="trace path (default: traces/NAME-seedN.arrow)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    return p
+
+
+def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
+                     argv: list[str] | None = None) -> int:
+    """Parse, run, print. Exit codes: 0 ok, 2 bad input or a failed run."""
+    from cluster.commands.scenario import RunOptions, ScenarioConfig, run_scenario
+    from cluster.results.summary import format_summary
+
+    try:
+        args = scenario_parser(name, defaults, description).parse_args(argv)
+        gpu = {} if defaults.gpus is None else {"gpus": args.gpus, "dtype": args.dtype}
+        cfg = ScenarioConfig(
+            scenario=name, model=args.model, wafers=getattr(args, "wafers", 1),
+            sites=parse_sites(args.sites),
+            users=args.users, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
+            seed=args.seed, detail=args.detail, device=getattr(args, "wafer", defaults.device),
+            requests=args.requests, rate_per_s=args.rate, prefill_chunk_tokens=args.prefill_chunk,
+            spec_overrides=tuple(args.spec), link_overrides=tuple(args.link), **gpu)
+        backend_options = {}
+        if args.backend == "ray":
+            backend_options = {"address": args.address or os.environ.get("RAY_ADDRESS"),
+                               "placement": args.placement}
+        lps = args.lps_per_actor if args.lps_per_actor is not None else (1 if args.backend == "ray" else None)
+        opts = RunOptions(trace=args.trace or f"traces/{name}-seed{args.seed}.arrow", backend=args.backend,
+                          lps_per_partition=lps, max_window_ps=args.max_window_ps,
+                          backend_options=backend_options)
+        summary = run_scenario(cfg, opts)
+    except (ConfigError, SimError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the trace cannot be written where asked
+        print(f"error: --trace: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(summary, sort_keys=True) if args.json else format_summary(summary))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = ("usage: wafersim run NAME [flags] | wafersim summary PATH [--json] | wafersim list | "
+             "wafersim calibrate [--dry-run] | wafersim validate [--json]")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else EXIT_USAGE
+    command, rest = argv[0], argv[1:]
+    if command == "list":
+        for path in sorted(Path(__file__).resolve().parent.parent.joinpath("scenarios").glob("*.py")):
+            if not path.name.startswith("_"):
+                print(path.stem)
+        return 0
+    if command == "run":
+        if not rest or rest[0].startswith("-"):
+            print("error: run: give a scenario name (see `wafersim list`)", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            module = importlib.import_module(f"scenarios.{rest[0]}")
+        except ModuleNotFoundError:
+            print(f"error: run: unknown scenario {rest[0]!r} (see `wafersim list`)", file=sys.stderr)
+            return EXIT_USAGE
+        return module.main(rest[1:])
+    if command == "calibrate":
+        from cluster.commands.calibrate import main as calibrate
+        return calibrate(rest)
+    if command == "validate":
+        from cluster.commands.validate import main as validate
+        return validate(rest)
+    if command == "summary":
+        from cluster.results.summary import format_summary, summarize
+        paths = [a for a in rest if not a.startswith("-")]
+        if len(paths) != 1:
+            print("error: summary: give one trace path", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            summary = summarize(paths[0])
+        except (OSError, ValueError) as exc:
+            print(f"error: summary: cannot read {paths[0]}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(json.dumps(summary, sort_keys=True) if "--json" in rest else format_summary(summary))
+        return 0
+    print(f"error: unknown command {command!r}; {usage}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""A scenario from end to end: config -> plan -> graph -> engine -> trace -> summary."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import simpy
+
+from cluster.engine.graph import Graph, LPSpec
+from cluster.engine.messages import Channel
+from cluster.results.summary import summarize
+from cluster.results.trace import Tracer, TraceVocab, TraceWriter
+from cluster.serving.frontend import FrontendConfig
+from cluster.serving.lps import GpuConfig, LinkConfig, WaferConfig
+from cluster.serving.plan import plan_gpu_pipeline, plan_pipeline
+from cluster.serving.workload import generate_requests
+from common.errors import ConfigError
+from gpu import GPU_PRESETS, GpuSpec
+from interconnect import CS3_LINK, SITES, LinkSpec, fibre_latency_ps
+from llm.config import LlamaConfig, resolve_model
+from wafer import DETAILS, WAFER_PRESETS, WaferSpec
+
+VERSION = "0.1.0"
+DTYPES = ("fp16", "fp8")
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """What is simulated. Everything here goes into the trace's metadata."""
+
+    scenario: str
+    model: str
+    wafers: int  # pipeline stages on wafers; a GPU pipeline sizes itself
+    sites: tuple[str, ...]
+    users: int
+    prompt_tokens: int
+    output_tokens: int
+    seed: int = 0
+    detail: str = "layer"
+    device: str = "wse-3"  # a wafer preset, or a GPU preset (h100)
+    requests: int | None = None  # default: one request per user
+    rate_per_s: float = 0.0  # 0: every request arrives at t=0
+    prefill_chunk_tokens: int = 128
+    gpus: int = 1  # GPU devices: tensor-parallel GPUs per DGX node
+    dtype: str = "fp16"  # GPU devices: weight precision
+    spec_overrides: tuple[tuple[str, float], ...] = ()  # (field, value) changes to the device preset
+    link_overrides: tuple[tuple[str, float], ...] = ()  # (field, value) changes to the inter-device link
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device in GPU_PRESETS
+
+    def device_spec(self) -> WaferSpec | GpuSpec:
+        """The device preset with `spec_overrides` applied."""
+        preset = GPU_PRESETS[self.device] if self.on_gpu else WAFER_PRESETS[self.device]
+        return _override(preset, self.spec_overrides, "--spec")
+
+    def link_spec(self, base: LinkSpec) -> LinkSpec:
+        """The link between devices with `link_overrides` applied."""
+        return _override(base, self.link_overrides, "--link")
+
+    def validate(self) -> None:
+        for name in ("wafers", "users", "prompt_tokens", "output_tokens", "prefill_chunk_tokens"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be > 0, got {value}")
+        if self.requests is not None and self.requests <= 0:
+            raise ConfigError(f"--requests: must be > 0, got {self.requests}")
+        if self.detail not in DETAILS:
+            raise ConfigError(f"--detail: must be one of {', '.join(DETAILS)}, got {self.detail!r}")
+        if self.device not in WAFER_PRESETS and not self.on_gpu:
+            raise ConfigError(f"--wafer: unknown device {self.device!r}; known: "
+                              f"{', '.join([*WAFER_PRESETS, *GPU_PRESETS])}")
+        if self.dtype not in DTYPES or (self.dtype != "fp16" and not self.on_gpu):
+            raise ConfigError(f"--dtype: must be one of {', '.join(DTYPES)} (fp8 on GPUs only), got {self.dtype!r}")
+        stages = 1 if self.on_gpu else self.wafers
+        if len(self.sites) != stages:
+            what = "one site for the GPU nodes" if self.on_gpu else "one per wafer"
+            raise ConfigError(f"--sites: {len(self.sites)} site(s) given for {self.wafers} wafer(s); give {what}")
+        for site in self.sites:
+            if site not in SITES:
+                raise ConfigError(f"--sites: unknown site {site!r}; known: {', '.join(SITES)}")
+
+
+def _override(spec, overrides: tuple[tuple[str, float], ...], flag: str):
+    """A frozen spec with some fields changed; integers stay integers."""
+    known = {f.name for f in fields(spec)}
+    changes = {}
+    for key, value in overrides:
+        if key not in known or key == "name":
+            raise ConfigError(f"{flag}: {getattr(spec, 'name', 'the link')} has no constant {key!r}")
+        current = getattr(spec, key)
+        changes[key] = int(value) if isinstance(current, int) and float(value).is_integer() else value
+    try:
+        return replace(spec, **changes)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How it is run. None of this may change a result, so none of it is in the trace."""
+
+    trace: str
+    backend: str = "inprocess"
+    lps_per_partition: int | None = None  # None: in-process runs everything as one partition
+    max_window_ps: int | None = None
+    backend_options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One device LP of the pipeline ring and the link spec from it to the next."""
+
+    name: str
+    site: str
+    config: object
+    link: LinkSpec
+
+
+def wafer_stages(cfg: ScenarioConfig, model: LlamaConfig) -> tuple[list[Stage], list[list[str]]]:
+    kv_tokens = cfg.users * (cfg.prompt_tokens + cfg.output_tokens)
+    plan = plan_pipeline(model, cfg.device_spec(), cfg.wafers, kv_tokens)
+    n = len(plan.stages)
+    stages = [Stage(f"wafer{s.wafer}", cfg.sites[s.wafer],
+                    WaferConfig(plan.spec, model.layer_shape, model.vocab_size, s.units, cfg.detail, s.wafer == n - 1,
+                                kv_tokens),
+                    cfg.link_spec(CS3_LINK)) for s in plan.stages]
+    return stages, [[u.name for u in s.units] for s in plan.stages]
+
+
+def gpu_stages(cfg: ScenarioConfig, model: LlamaConfig) -> tuple[list[Stage], list[list[str]]]:
+    spec = cfg.device_spec()
+    plans = plan_gpu_pipeline(model, spec, cfg.gpus, cfg.dtype, cfg.users * (cfg.prompt_tokens + cfg.output_tokens))
+    link = cfg.link_spec(LinkSpec(lanes=1, lane_bits_per_s=spec.node_link_bits_per_s,
+                                  latency_ps=spec.node_link_latency_ps))
+    last = len(plans) - 1
+    stages = [Stage(f"dgx{i}", cfg.sites[0], GpuConfig(spec, model.layer_shape, model.vocab_size, p, i == last), link)
+              for i, p in enumerate(plans)]
+    return stages, [[f"layer{layer}" for layer in p.layers] for p in plans]
+
+
+def build_graph(cfg: ScenarioConfig, stages: list[Stage]) -> tuple[Graph, TraceVocab]:
+    """The ring: frontend -> stage0 -> link -> stage1 -> ... -> last stage -> link -> frontend."""
+    requests = generate_requests(cfg.requests or cfg.users, cfg.prompt_tokens, cfg.output_tokens,
+                                 cfg.rate_per_s, cfg.seed)
+    home = stages[0].site
+    configs: list[tuple[str, str, object]] = [
+        ("frontend", home, FrontendConfig(tuple(requests), cfg.users, cfg.prefill_chunk_tokens))]
+    channels: list[Channel] = [Channel("frontend", stages[0].name, 0)]
+    for i, stage in enumerate(stages):
+        configs.append((stage.name, stage.site, stage.config))
+        if len(stages) == 1:
+            channels.append(Channel(stage.name, "frontend", 0))
+            continue
+        nxt = stages[(i + 1) % len(stages)]
+        link = f"link:{stage.name}->{nxt.name}"
+        latency = stage.link.latency_ps + fibre_latency_ps(SITES[stage.site], SITES[nxt.site])
+        configs.append((link, stage.site, LinkConfig(stage.link.with_latency(latency))))
+        channels += [Channel(stage.name, link, 0), Channel(link, nxt.name if i + 1 < len(stages) else "frontend", 0)]
+    lps, names = [], set()
+    for name, site, config in configs:
+        tracer = Tracer()  # a probe: learns the component's promises and trace names
+        probe = config.build(simpy.Environment(), lambda *a: None, tracer)
+        lps.append(LPSpec(name, site, config, probe.transit_ps))
+        names.update(tracer.seen_names)
+    vocab = TraceVocab(tuple(lp.name for lp in lps), tuple(dict.fromkeys(cfg.sites)), tuple(sorted(names)))
+    return Graph(tuple(lps), tuple(channels)), vocab
+
+
+def partition_groups(graph: Graph, lps_per_partition: int | None) -> list[list[str]]:
+    """Consecutive LPs of one datacenter, at most `lps_per_partition` to a group (None: one
+    group for everything). A group never spans two sites, so it can be pinned to one."""
+    names = [lp.name for lp in graph.lps]
+    if lps_per_partition is None:
+        return [names]
+    if lps_per_partition <= 0:
+        raise ConfigError(f"--lps-per-actor: must be > 0, got {lps_per_partition}")
+    groups: list[list[str]] = []
+    site = None
+    for lp in graph.lps:
+        if lp.datacenter != site or len(groups[-1]) == lps_per_partition:
+            groups.append([])
+            site = lp.datacenter
+        groups[-1].append(lp.name)
+    return groups
+
+
+def prepare(cfg: ScenarioConfig) -> tuple[list[list[str]], Graph, TraceVocab]:
+    """Validate and plan; raises ConfigError before anything is written. Returns the
+    plan (unit names per stage), the graph and the trace vocabulary."""
+    cfg.validate()
+    model = resolve_model(cfg.model)
+    stages, plan = gpu_stages(cfg, model) if cfg.on_gpu else wafer_stages(cfg, model)
+    graph, vocab = build_graph(cfg, stages)
+    return plan, graph, vocab
+
+
+def make_backend(opts: RunOptions, graph: Graph, groups: list[list[str]], vocab: TraceVocab,
+                 writer: TraceWriter):
+    if opts.backend == "inprocess":
+        from cluster.engine.backends.inprocess import InProcessBackend
+        return InProcessBackend(graph, groups, vocab, writer)
+    if opts.backend == "ray":
+        from cluster.engine.backends.ray_backend import RayBackend
+        return RayBackend(graph, groups, vocab, **opts.backend_options)
+    raise ConfigError(f"--backend: unknown backend {opts.backend!r}")
+
+
+def run_scenario(cfg: ScenarioConfig, opts: RunOptions) -> dict:
+    """Run, write the trace (atomically) and return the summary."""
+    wall0 = time.perf_counter()
+    plan, graph, vocab = prepare(cfg)
+    groups = partition_groups(graph, opts.lps_per_partition)
+    from cluster.engine.rounds import Engine
+
+    metadata = {"scenario": asdict(cfg), "version": VERSION, "plan": plan}
+    writer = TraceWriter(opts.trace, list(vocab.lps), metadata)
+    backend = None
+    try:
+        backend = make_backend(opts, graph, groups, vocab, writer)
+        setup_s = time.perf_counter() - wall0
+        engine = Engine(graph, groups, backend, writer, opts.max_window_ps)
+        stats = engine.run()
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if backend is not None:
+            backend.shutdown()
+    summary = summarize(opts.trace)
+    wall_s = time.perf_counter() - wall0
+    rounds_ms = sorted(stats.round_wall_ms)
+    summary.update({
+        "scenario": cfg.scenario,
+        "backend": opts.backend,
+        "events": stats.events,
+        "rounds": stats.rounds,
+        "messages": stats.messages,
+        "trace_rows": writer.rows,
+        "wall_s": wall_s,
+        "setup_wall_s": setup_s,
+        "sync_wall_s": stats.sync_wall_s,
+        "round_wall_ms_p50": rounds_ms[len(rounds_ms) // 2] if rounds_ms else None,
+        "events_per_s": stats.events / wall_s if wall_s else None,
+        "trace": str(Path(opts.trace)),
+    })
+    summary.update(getattr(backend, "summary_extra", lambda: {})())
+    return summary

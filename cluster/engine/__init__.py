@@ -1,0 +1,1 @@
+"""The engine: messages, the LP graph, conservative synchronization, partitions and the backends that run them."""

@@ -1,0 +1,71 @@
+"""Recipes that turn the wafer and link models into logical processes.
+
+Each config is frozen and picklable, so the driver and a Ray actor build the very same
+component. The subclasses add the one thing a model lacks to be an LP: taking a
+`Message` from the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import simpy
+
+from cluster.engine.messages import Message
+from gpu import GpuSpec, GpuStage, GpuStagePlan
+from interconnect import Link, LinkSpec
+from llm.ops import LayerShape
+from wafer import Unit, WaferSpec, WaferStage
+
+
+class WaferLP(WaferStage):
+    def on_message(self, msg: Message) -> None:
+        self.receive(msg.payload)
+
+
+class LinkLP(Link):
+    def on_message(self, msg: Message) -> None:
+        p = msg.payload
+        self.receive(p, msg.size_bytes, p.request_id, p.token, p.phase)
+
+
+@dataclass(frozen=True)
+class WaferConfig:
+    spec: WaferSpec
+    shape: LayerShape
+    vocab_size: int
+    units: tuple[Unit, ...]
+    detail: str
+    last_stage: bool
+    kv_tokens_reserved: int = 0  # KV-cache tokens each layer's region must hold
+
+    def build(self, env: simpy.Environment, send, tracer) -> WaferLP:
+        return WaferLP(env, self.spec, self.shape, self.vocab_size, list(self.units),
+                       detail=self.detail, last_stage=self.last_stage, send=send, tracer=tracer,
+                       kv_tokens_reserved=self.kv_tokens_reserved)
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    spec: LinkSpec
+
+    def build(self, env: simpy.Environment, send, tracer) -> LinkLP:
+        return LinkLP(env, self.spec, send, tracer)
+
+
+class GpuLP(GpuStage):
+    def on_message(self, msg: Message) -> None:
+        self.receive(msg.payload)
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    spec: GpuSpec
+    shape: LayerShape
+    vocab_size: int
+    plan: GpuStagePlan
+    last_stage: bool
+
+    def build(self, env: simpy.Environment, send, tracer) -> GpuLP:
+        return GpuLP(env, self.spec, self.shape, self.vocab_size, self.plan, last_stage=self.last_stage,
+                     send=send, tracer=tracer)

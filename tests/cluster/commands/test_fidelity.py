@@ -1,0 +1,112 @@
+"""Calibration, validation and the H100 baseline, checked from first principles."""
+
+import json
+
+import pytest
+
+from cluster.commands.calibrate import (
+    WSE3_8B_TOKENS_PER_S,
+    fit_gpu,
+    fit_wafer,
+    gpu_point,
+    hbm_utilization,
+    run_point,
+    wafer_point,
+)
+from gpu import H100
+from llm.config import MODEL_PRESETS
+from tests.conftest import run_cli
+from wafer.spec import CALIBRATION_FILE, WSE3
+
+
+def test_checked_in_calibration_is_the_fit():
+    """The constants in wafer/calibration.json are what `wafersim calibrate` finds today."""
+    stored = json.loads(CALIBRATION_FILE.read_text())["constants"]["sync_cycles_per_hop"]
+    assert WSE3.sync_cycles_per_hop == stored
+    assert fit_wafer()["constants"]["sync_cycles_per_hop"] == pytest.approx(stored, rel=1e-3)
+    gpu = fit_gpu()["constants"]
+    assert gpu["kernel_overhead_s"] == pytest.approx(H100.kernel_overhead_s, rel=1e-3)
+    assert gpu["allreduce_step_s"] == pytest.approx(H100.allreduce_step_s, rel=1e-3)
+
+
+def test_a_faster_clock_speeds_predictions_and_the_fit_absorbs_it():
+    """Raise the clock: every wafer prediction gets faster; re-fit from the one point and
+    8B is back at the published speed, with a costlier barrier per hop."""
+    faster = (("clock_hz", WSE3.clock_hz * 1.5),)
+    base_70b = run_point(wafer_point("llama3.1-70b", 4))["tokens_per_s_per_user"]
+    fast_70b = run_point(wafer_point("llama3.1-70b", 4, overrides=faster))["tokens_per_s_per_user"]
+    assert fast_70b > base_70b
+    refit = fit_wafer(faster)
+    assert refit["fit"]["simulated_tokens_per_s"] == pytest.approx(WSE3_8B_TOKENS_PER_S, rel=1e-3)
+    assert refit["constants"]["sync_cycles_per_hop"] > WSE3.sync_cycles_per_hop
+
+
+def test_more_hbm_bandwidth_speeds_the_gpu():
+    base = run_point(gpu_point("llama3.1-70b", gpus=2))["tpot_ms_mean"]
+    more = run_point(gpu_point("llama3.1-70b", gpus=2, overrides=(("hbm_bytes_per_s", 2 * H100.hbm_bytes_per_s),)))
+    assert more["tpot_ms_mean"] < base
+
+
+@pytest.mark.parametrize("model,gpus,dtype", [("llama3.1-8b", 1, "fp16"), ("llama3.1-70b", 2, "fp16"),
+                                              ("llama3.1-70b", 8, "fp8")])
+def test_h100_decode_never_beats_streaming_its_weights(model, gpus, dtype):
+    cfg = gpu_point(model, gpus=gpus, dtype=dtype)
+    summary = run_point(cfg)
+    bytes_per_param = 1 if dtype == "fp8" else 2
+    floor_s = MODEL_PRESETS[model].parameters * bytes_per_param / gpus / H100.hbm_bytes_per_s
+    assert summary["tpot_ms_mean"] / 1e3 >= floor_s
+    assert 0 < hbm_utilization(cfg, summary) <= 1
+
+
+@pytest.mark.parametrize("point", ["wafer", "gpu"])
+def test_more_users_never_raise_one_users_speed(point):
+    make = (lambda users: wafer_point("llama3.1-70b", 4, users=users)) if point == "wafer" else \
+        (lambda users: gpu_point("llama3.1-70b", gpus=8, users=users))
+    speeds = [run_point(make(users))["tokens_per_s_per_user"] for users in (1, 4, 16, 48)]
+    assert all(a >= b for a, b in zip(speeds, speeds[1:])), speeds
+
+
+def test_doubling_link_bandwidth_never_slows_a_run():
+    slow = run_point(wafer_point("llama3.1-70b", 4, users=16))
+    cfg = wafer_point("llama3.1-70b", 4, users=16)
+    from dataclasses import replace
+    fast = run_point(replace(cfg, link_overrides=(("lane_bits_per_s", 200e9),)))
+    assert fast["tpot_ms_mean"] <= slow["tpot_ms_mean"]
+    assert fast["ttft_ms_p50"] <= slow["ttft_ms_p50"]
+
+
+def test_validate_prints_every_row_as_json():
+    proc = run_cli("validate", "--json")
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
+    assert len(rows) >= 7
+    keys = {"name", "role", "published", "simulated", "unit", "error_pct", "source"}
+    assert all(keys <= set(r) for r in rows)
+    assert {r["role"] for r in rows} == {"calibration", "prediction"}
+    for r in rows:
+        if r["role"] == "calibration":
+            assert abs(r["error_pct"]) < 0.5, r
+    assert sum(r["role"] == "prediction" for r in rows) >= 4
+
+
+def test_h100_baseline_has_the_wafer_summary_keys(tmp_path):
+    out = json.loads(run_cli("run", "h100_baseline", "--gpus", "8", "--users", "2", "--prompt-tokens", "64",
+                             "--output-tokens", "8", "--trace", str(tmp_path / "h.arrow"),
+                             "--json").stdout.strip().splitlines()[-1])
+    for key in ("tokens_per_s_per_user", "aggregate_tokens_per_s", "ttft_ms_p50", "tpot_ms_p50",
+                "requests_completed", "sim_time_s", "events", "rounds", "messages", "wall_s", "trace"):
+        assert key in out
+    assert out["requests_completed"] == 2
+
+
+def test_405b_pipelines_across_dgx_nodes(tmp_path):
+    out = json.loads(run_cli("run", "h100_baseline", "--model", "llama3.1-405b", "--users", "1",
+                             "--prompt-tokens", "32", "--output-tokens", "4", "--trace", str(tmp_path / "h.arrow"),
+                             "--json").stdout.strip().splitlines()[-1])
+    assert "link:dgx0->dgx1" in out["link_ms_per_token_by_link"]
+
+
+def test_h100_too_small_is_a_clear_error(tmp_path):
+    proc = run_cli("run", "h100_baseline", "--model", "llama3.1-405b", "--gpus", "2",
+                   "--trace", str(tmp_path / "h.arrow"), check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --gpus")
+    assert list(tmp_path.iterdir()) == []

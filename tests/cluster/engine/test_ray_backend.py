@@ -1,0 +1,107 @@
+"""The Ray backend gives the in-process result, bit for bit, on one node or two."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pytest
+
+from cluster.commands.scenario import RunOptions, ScenarioConfig, run_scenario
+from common.errors import ConfigError
+from tests.conftest import ROOT
+
+ray = pytest.importorskip("ray")
+
+SITES_2 = ("santa-clara", "santa-clara", "stockton", "stockton")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray for the session: two nodes on this machine, one per simulated site."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {"site:santa-clara": 1}, "include_dashboard": False,
+        "object_store_memory": 100 * 1024 * 1024})
+    cluster.add_node(num_cpus=1, resources={"site:stockton": 1}, object_store_memory=100 * 1024 * 1024)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="wafersim", log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def config(sites=SITES_2, **kw) -> ScenarioConfig:
+    base = dict(scenario="test", model="llama3.1-70b", wafers=4, sites=sites, users=4,
+                prompt_tokens=64, output_tokens=6, prefill_chunk_tokens=32, rate_per_s=60.0, requests=6)
+    base.update(kw)
+    return ScenarioConfig(**base)
+
+
+def read(path: str) -> tuple[pa.Table, pa.Table]:
+    spans = pa.ipc.open_file(path).read_all()
+    requests = pa.ipc.open_file(path.replace(".arrow", ".requests.arrow")).read_all()
+    return spans, requests
+
+
+def test_ray_equals_inprocess_across_two_nodes(ray_cluster, tmp_path):
+    """One LP per actor, pinned by site to two Ray nodes: the same tables, row for row."""
+    cfg = config()
+    local = run_scenario(cfg, RunOptions(trace=str(tmp_path / "local.arrow")))
+    remote = run_scenario(cfg, RunOptions(trace=str(tmp_path / "ray.arrow"), backend="ray", lps_per_partition=1,
+                                          backend_options={"placement": "by-site"}))
+    assert remote["ray_nodes"] == 2
+    assert remote["rounds"] > local["rounds"]
+    for a, b in zip(read(str(tmp_path / "local.arrow")), read(str(tmp_path / "ray.arrow"))):
+        assert a.equals(b)
+    assert (tmp_path / "local.arrow").read_bytes() == (tmp_path / "ray.arrow").read_bytes()
+
+
+def test_grouping_and_tiny_windows_change_nothing(ray_cluster, tmp_path):
+    cfg = config(sites=("santa-clara", "santa-clara", "stockton", "dallas"))
+    run_scenario(cfg, RunOptions(trace=str(tmp_path / "local.arrow")))
+    run_scenario(cfg, RunOptions(trace=str(tmp_path / "ray3.arrow"), backend="ray", lps_per_partition=3,
+                                 max_window_ps=500_000, backend_options={"placement": "spread"}))
+    assert (tmp_path / "local.arrow").read_bytes() == (tmp_path / "ray3.arrow").read_bytes()
+    assert (tmp_path / "local.requests.arrow").read_bytes() == (tmp_path / "ray3.requests.arrow").read_bytes()
+
+
+def test_by_site_needs_a_node_for_every_site(ray_cluster, tmp_path):
+    cfg = config(sites=("santa-clara", "santa-clara", "stockton", "dallas"))
+    with pytest.raises(ConfigError, match="site:dallas"):
+        run_scenario(cfg, RunOptions(trace=str(tmp_path / "t.arrow"), backend="ray", lps_per_partition=1,
+                                     backend_options={"placement": "by-site"}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_wafer_actor_ends_the_run(ray_cluster, tmp_path):
+    """ray.kill on a wafer's actor mid-run: one line naming it, exit 2, no trace, no actors left."""
+    trace = tmp_path / "killed.arrow"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scenarios.llama70b_four_wafers", "--backend", "ray", "--address",
+         ray_cluster.address, "--users", "32", "--output-tokens", "400", "--trace", str(trace)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    victim = None
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].endswith(":wafer2")]
+        victim = names[0] if names else None
+        time.sleep(0.2)
+    assert victim, "the run never created wafer2's actor"
+    time.sleep(1.0)  # let it get going
+    killed_at = time.monotonic()
+    ray.kill(ray.get_actor(victim, namespace="wafersim"))
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - killed_at < 30
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "wafer2" in lines[0], err
+    assert list(tmp_path.iterdir()) == []
+    run_id = victim.split(":")[0]
+    time.sleep(1.0)
+    left = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(run_id)]
+    assert left == []
