@@ -6,6 +6,12 @@ tokens and users pipeline through the regions; op costs from `wafer.costs`; SRAM
 capacity holding the weights and a KV-cache reservation per request. Ignores: prefill
 and decode sharing a region's cores at once, KV layout across regions, core failures.
 
+Co-located models (`CoTenant`, e.g. an 8B beside a 70B): the regions are the primary
+model's; a co-tenant's units share them (`wafer.tenants`), so a region serves one pass
+at a time whichever model it belongs to, and a pass of any model crosses the same chain
+of regions, with its own model's service on each. Ignores: a co-tenant's activations
+crossing regions that hold none of its units (no handoff cost there).
+
 The model knows only its output port (`send`) and its trace buffer (`tracer`); the engine
 that owns time and routes messages is somebody else's business.
 """
@@ -25,11 +31,12 @@ from simpy.events import Process, Timeout
 
 from common.errors import CapacityError
 from common.units import NULL
-from llm.ops import LayerShape, OpWork, decoder_layer_ops, embedding_ops, lm_head_ops
+from llm.ops import LayerShape, OpWork
 from llm.passes import TOKEN_ID_BYTES, Pass
 from wafer.costs import Region, handoff_ps, latency_optimal_cores, op_cost
 from wafer.spec import WaferSpec
 from wafer.tandem import FifoTandem
+from wafer.tenants import Tenant, spread, unit_ops
 
 Detail = Literal["stage", "layer", "op"]
 DETAILS: tuple[str, ...] = ("stage", "layer", "op")
@@ -48,39 +55,35 @@ class Unit:
         return f"layer{self.layer}" if self.kind == "layer" else self.kind
 
 
+@dataclass(frozen=True)
+class CoTenant:
+    """A co-located model's stage on this wafer; its passes carry `Pass.model` = its
+    index in `co_tenants` + 1. `name` (the model's) prefixes its trace names."""
+
+    name: str
+    shape: LayerShape
+    vocab_size: int
+    units: tuple[Unit, ...]
+    last_stage: bool  # its own pipeline's last stage (maybe not the primary's)
+    kv_tokens_reserved: int = 0  # KV-cache tokens each of its layers must hold
+
+
 @dataclass(frozen=True, slots=True)
 class _Profile:
-    """One kind of pass (tokens, context, emits, phase) through every unit: costs and the
-    trace layout of its spans, computed once and cached. Only the detail in use is traced,
-    so only its templates are made."""
+    """One kind of pass (model, tokens, context, emits, phase) through every region: costs
+    and the trace layout of its spans, computed once and cached. Only the detail in use is
+    traced, so only its templates are made. Region j is the primary's unit j."""
 
     service_ps: tuple[int, ...]
     cum_end_ps: tuple[int, ...]
-    busy_units: tuple[int, ...]  # units with work for this pass (the LM head idles on most)
-    pick_busy: Callable[[list[int]], Sequence[int]] | None  # None: every unit is busy
-    op_ps: tuple[tuple[int, tuple[int, ...]], ...]  # op detail: (busy unit, its op durations)
+    busy_units: tuple[int, ...]  # regions with work for this pass (the LM head idles on most)
+    pick_busy: Callable[[list[int]], Sequence[int]] | None  # the ends `_walk` wakes at; None: all
+    op_ps: tuple[tuple[int, tuple[int, ...]], ...]  # op detail: (busy region, its op durations)
     shape: int  # layer and op detail: the pass record's layout (Tracer.pass_shape)
     stage_template: int  # stage detail: one span per pass
     index: int  # this stage's number for the kind of pass (FifoTandem's key)
     free_delays: tuple[int, ...]  # a pass that never waits: from one event to the next
     free_shape: int  # and its record's layout, relative to its entry
-
-
-_COST_TABLES: dict[tuple[int, LayerShape, int], tuple[WaferSpec, dict]] = {}
-
-
-def _shared_costs(spec: WaferSpec, shape: LayerShape, vocab_size: int) -> dict:
-    """One unit-cost table per (spec, model) in this process, so that a region costed for
-    one stage is costed for every stage with a region that size. The spec is matched by
-    identity (the stages of a run share it, in-process or unpickled together in an actor;
-    the entry holds it, so its id cannot be reused), the small layer shape by value."""
-    key = (id(spec), shape, vocab_size)
-    entry = _COST_TABLES.get(key)
-    if entry is None or entry[0] is not spec:
-        if len(_COST_TABLES) >= 8:  # runs come and go in one process; keep a few
-            _COST_TABLES.clear()
-        entry = _COST_TABLES[key] = (spec, {})
-    return entry[1]
 
 
 def _one(busy: tuple[int, ...]) -> Callable[[list[int]], tuple[int, ...]]:
@@ -89,147 +92,187 @@ def _one(busy: tuple[int, ...]) -> Callable[[list[int]], tuple[int, ...]]:
 
 
 class WaferStage:
-    """One wafer holding `units` in series. Feed it passes with `receive`."""
+    """One wafer holding `units` in series, and the units of any `co_tenants` on the same
+    regions. Feed it passes with `receive`."""
 
     def __init__(self, env: simpy.Environment, spec: WaferSpec, shape: LayerShape,
                  vocab_size: int, units: list[Unit], *, detail: Detail,
                  last_stage: bool, send: Callable[[Pass, int, int], None], tracer,
-                 kv_tokens_reserved: int = 0) -> None:
+                 kv_tokens_reserved: int = 0, co_tenants: Sequence[CoTenant] = ()) -> None:
         if detail not in DETAILS:
             raise ValueError(f"detail: must be one of {', '.join(DETAILS)}, got {detail!r}")
         self.env, self.spec, self.shape, self.vocab_size = env, spec, shape, vocab_size
         self.units, self.detail, self.last_stage = units, detail, last_stage
         self._send, self._tracer, self._rows = send, tracer, tracer.rows
-        self.weight_bytes = sum(u.weight_bytes for u in units)
+        names = {c.name for c in co_tenants}
+        if len(names) < len(co_tenants) or "" in names or any(not c.units for c in co_tenants):
+            raise ValueError("co_tenants: each needs a distinct, non-empty name and units on this wafer")
+        # Pass.model indexes this: the primary (a region per unit), then each co-tenant.
+        self._tenants = [Tenant.of(spec, shape, vocab_size, units, last_stage, "", kv_tokens_reserved,
+                                   tuple(range(len(units))))]
+        self._tenants += [Tenant.of(spec, c.shape, c.vocab_size, c.units, c.last_stage, f"{c.name}:",
+                                    c.kv_tokens_reserved, spread(len(c.units), len(units))) for c in co_tenants]
+        self.weight_bytes = sum(t.weight_bytes for t in self._tenants)  # every model's
         if self.weight_bytes > spec.sram_bytes:
             raise CapacityError(f"weights of {self.weight_bytes} B exceed {spec.name} SRAM of {spec.sram_bytes} B")
-        self.regions = self._place(kv_tokens_reserved)
+        self.regions = self._place()
         self.n_layers = sum(1 for u in units if u.kind == "layer")
-        self.kv_bytes_per_token = self.n_layers * shape.kv_bytes_per_token
-        self._act_bytes = shape.activation_bytes_per_token
+        self.kv_bytes_per_token = self._tenants[0].kv_bytes_per_token  # the primary's
         self._tandem = FifoTandem(len(units))
-        self._costs = _shared_costs(spec, shape, vocab_size)
-        self._profiles: dict[tuple[int, int, bool, str], _Profile] = {}
-        self._pending_exits: deque[int] = deque()  # exit times of passes that will send
+        self._n_profiles = 0  # over every model: FifoTandem's key for a kind of pass
+        self._pending_exits: deque[tuple[int, Pass, int]] = deque()  # (exit, pass, size) of those that will send
         self._kv_bytes_in_use = 0
         self._kv_releases: list[tuple[int, int]] = []  # heap of (time, bytes)
         self._kv_reserved_at: dict[int, tuple[int, int]] = {}  # request -> (start, bytes)
         self._names = {name: tracer.name(name) for name in self._trace_names()}
         self._stage_detail = detail == "stage"
-        self._unit_info = [(j, unit, region, (unit.kind, region.cores), self._names[unit.name])
-                           for j, (unit, region) in enumerate(zip(units, self.regions))]
-        # The tightest promise: no pass can leave sooner than the cheapest one crosses.
-        self.transit_ps = self._profile(1, 0, False, "decode").cum_end_ps[-1]
+        for t in self._tenants:
+            t.place(self.regions, self._names)
+        # The tightest promise: no pass of any model can leave sooner than the cheapest one crosses.
+        self.transit_ps = min(self._profile(1, 0, False, "decode", m).cum_end_ps[-1]
+                              for m in range(len(self._tenants)))
 
     def _trace_names(self) -> list[str]:
         names = ["stage", "kv_cache", "weights"]
-        for unit in self.units:
-            names += [unit.name, f"{unit.name}.handoff"]
-            names += [f"{unit.name}.{op.name}" for emits in (False, True) for op in self._unit_ops(unit, 1, 0, emits)]
+        for t in self._tenants:
+            if t.prefix:  # the primary's come first, as they always have
+                names += [f"{t.prefix}stage", f"{t.prefix}weights"]
+            for unit in t.units:
+                name = t.prefix + unit.name
+                names += [name, f"{name}.handoff"]
+                names += [f"{name}.{op.name}" for emits in (False, True)
+                          for op in unit_ops(unit, t.shape, t.vocab_size, 1, 0, emits)]
         return names
 
-    def _place(self, kv_tokens: int) -> list[Region]:
+    def _place(self) -> list[Region]:
         """Each unit's region: the size with the shortest decode pass, no smaller than what
         its weights and reserved KV cache need in SRAM, no larger than its byte-proportional
         share of the wafer (so that every region fits). More cores divide the work but
-        lengthen the fabric, so a small model does not spread over the whole wafer."""
+        lengthen the fabric, so a small model does not spread over the whole wafer.
+        Co-tenant units add what they hold to their region's need, and that need wins over
+        the share: their weights have nowhere else to go."""
         spec, chosen, regions = self.spec, {}, []
-        for unit in self.units:
-            kv = kv_tokens * self.shape.kv_bytes_per_token if unit.kind == "layer" else 0
-            need = -(-(unit.weight_bytes + kv) // spec.sram_bytes_per_core)
-            share = max(1, spec.cores * unit.weight_bytes // self.weight_bytes)
-            key = (unit.kind, need, share)
+        primary = self._tenants[0]
+        hosted = [0] * len(self.units)  # co-tenant bytes on each region
+        for t in self._tenants[1:]:
+            for j, unit in zip(t.regions, t.units):
+                hosted[j] += t.sram_bytes(unit)
+        for unit, extra in zip(self.units, hosted):
+            need = -(-(primary.sram_bytes(unit) + extra) // spec.sram_bytes_per_core)
+            share = max(1, spec.cores * unit.weight_bytes // primary.weight_bytes)
+            most = max(share, need) if extra else share
+            key = (unit.kind, need, most)
             if key not in chosen:
-                ops = self._unit_ops(unit, 1, 0, True)
+                ops = unit_ops(unit, self.shape, self.vocab_size, 1, 0, True)
                 chosen[key] = latency_optimal_cores(
-                    lambda r, ops=ops: sum(op_cost(w, r, spec).total_ps for w in ops), min(need, share), share)
+                    lambda r, ops=ops: sum(op_cost(w, r, spec).total_ps for w in ops), min(need, most), most)
             regions.append(Region(chosen[key]))
+        cores = sum(r.cores for r in regions)
+        if cores > spec.cores:
+            raise CapacityError(f"regions of {cores} cores (co-tenants' weights and KV cache included) exceed "
+                                f"the {spec.cores} cores of {spec.name}")
         return regions
 
     # -- costs -------------------------------------------------------------------------
-    def _unit_ops(self, unit: Unit, n: int, ctx: int, emits: bool) -> list[OpWork]:
-        if unit.kind == "layer":
-            return decoder_layer_ops(self.shape, n, ctx)
-        if unit.kind == "embed":
-            return embedding_ops(self.shape.hidden_size, n, self.shape.bytes_per_param)
-        return lm_head_ops(self.shape.hidden_size, self.vocab_size, self.shape.bytes_per_param) if emits else []
-
-    def _unit_cost(self, unit: Unit, region: Region, shape_key: tuple[str, int], n: int, ctx: int,
-                   emits: bool) -> tuple[list[tuple[OpWork, int]], int, int, int, int]:
+    def _unit_cost(self, tenant: Tenant, unit: Unit, region: Region, shape_key: tuple[str, int], n: int,
+                   ctx: int, emits: bool) -> tuple[list[tuple[OpWork, int]], int, int, int, int]:
         """(ops with their times, handoff, FLOPs, bytes, service) of a unit for a kind of pass.
-        Keyed by what `_unit_ops` and the handoff read: the context only matters to a layer,
+        Keyed by what `unit_ops` and the handoff read: the context only matters to a layer,
         `emits` only to the LM head. Identical regions cost the same, on any stage sharing
-        this spec and model (`_shared_costs`)."""
+        this spec and model (`shared_costs`)."""
         key = (shape_key, n, ctx if unit.kind == "layer" else -1, emits and unit.kind == "lm_head")
-        cost = self._costs.get(key)
+        cost = tenant.costs.get(key)
         if cost is None:
-            works = self._unit_ops(unit, n, ctx, emits)
+            works = unit_ops(unit, tenant.shape, tenant.vocab_size, n, ctx, emits)
             costed = [(w, op_cost(w, region, self.spec).total_ps) for w in works]
-            hand = handoff_ps(n * self._act_bytes, region, self.spec) if works else 0
-            cost = self._costs[key] = (costed, hand, sum(w.flops for w, _ in costed),
-                                       sum(w.sram_bytes for w, _ in costed), sum(ps for _, ps in costed) + hand)
+            hand = handoff_ps(n * tenant.act_bytes, region, self.spec) if works else 0
+            cost = tenant.costs[key] = (costed, hand, sum(w.flops for w, _ in costed),
+                                        sum(w.sram_bytes for w, _ in costed), sum(ps for _, ps in costed) + hand)
         return cost
 
-    def _profile(self, n: int, ctx: int, emits: bool, phase: str) -> _Profile:
-        key = (n, ctx, emits, phase)
-        profile = self._profiles.get(key)
+    def _profile(self, n: int, ctx: int, emits: bool, phase: str, model: int = 0) -> _Profile:
+        tenant, key = self._tenants[model], (n, ctx, emits, phase)
+        profile = tenant.profiles.get(key)
         if profile is not None:
             return profile
-        template, names, detail = self._tracer.template, self._names, self.detail
-        service, op_ps = [], []
-        spans = []  # (unit j, start and end relative to its exit, template, C_j: its exit from entry)
-        total_flops = total_bytes = cum_ps = 0
-        act_bytes = n * self.shape.activation_bytes_per_token
+        template, names, detail, prefix = self._tracer.template, self._names, self.detail, tenant.prefix
         per_shape: dict[tuple[str, int], tuple] = {}  # identical layers cost the same
-        for j, unit, region, shape_key, name in self._unit_info:
+        costs = []
+        for j, unit, region, shape_key, name in tenant.placed:
             cost = per_shape.get(shape_key)
             if cost is None:
-                cost = per_shape[shape_key] = self._unit_cost(unit, region, shape_key, n, ctx, emits)
-            costed, hand, flops, nbytes, unit_ps = cost
+                cost = per_shape[shape_key] = self._unit_cost(tenant, unit, region, shape_key, n, ctx, emits)
+            costs.append((j, unit, name, cost))
+        # A region's service: its units' costs (one for the primary, any number for a co-tenant).
+        service = [0] * len(self.regions)
+        for j, _, _, cost in costs:
+            service[j] += cost[4]
+        cum_end = tuple(accumulate(service))
+        op_ps: list[tuple[int, tuple[int, ...]]] = []
+        spans = []  # (region j, start and end relative to its exit, template, C_j: its exit from entry)
+        total_flops = total_bytes = 0
+        act_bytes = n * tenant.act_bytes
+        done = [0] * len(service)  # service of region j's units laid out so far
+        for j, unit, name, (costed, hand, flops, nbytes, unit_ps) in costs:
             total_flops, total_bytes = total_flops + flops, total_bytes + nbytes
-            service.append(unit_ps)
-            cum_ps += unit_ps
+            start = done[j] - service[j]  # a region's units tile its service, ending at its exit
+            done[j] += unit_ps
             if not unit_ps or detail == "stage":
                 continue
             if detail == "layer":
-                spans.append((j, -unit_ps, 0, template("compute", name, unit.layer, nbytes, flops, phase), cum_ps))
+                spans.append((j, start, start + unit_ps, template("compute", name, unit.layer, nbytes, flops, phase),
+                              cum_end[j]))
                 continue
-            ops = [(ps, template("compute", names[f"{unit.name}.{w.name}"], unit.layer, w.sram_bytes,
+            ops = [(ps, template("compute", names[f"{prefix}{unit.name}.{w.name}"], unit.layer, w.sram_bytes,
                                  w.flops, phase)) for w, ps in costed]
-            ops.append((hand, template("fabric", names[f"{unit.name}.handoff"], unit.layer, act_bytes,
+            ops.append((hand, template("fabric", names[f"{prefix}{unit.name}.handoff"], unit.layer, act_bytes,
                                        None, phase)))
-            t = -unit_ps  # op spans tile the unit's service, ending at its exit
+            t = start  # op spans tile the unit's service
             for ps, op_template in ops:
-                spans.append((j, t, t + ps, op_template, cum_ps))
+                spans.append((j, t, t + ps, op_template, cum_end[j]))
                 t += ps
-            op_ps.append((j, tuple(ps for ps, _ in ops)))
+            durations = tuple(ps for ps, _ in ops)
+            if op_ps and op_ps[-1][0] == j:  # `_walk` wants one run of ops per region
+                durations = op_ps.pop()[1] + durations
+            op_ps.append((j, durations))
         busy = tuple(j for j, t in enumerate(service) if t)
-        # A pass that never waits leaves unit j at entry + C_j: the same spans, at offsets
+        woken = busy  # the regions whose end `_walk` wakes at when the pass waits somewhere
+        last = len(service) - 1
+        if not service[last] and (emits or not tenant.last_stage):
+            # It sends at its exit, which the pass ahead can hold back past its last work (a
+            # co-tenant with no unit on the last regions): wake there too, for nothing to do.
+            woken += (last,)
+            op_ps.append((last, (0,)))
+        # A pass that never waits leaves region j at entry + C_j: the same spans, at offsets
         # from its entry, and its events (at span ends) fixed delays apart.
         free_ends = [c + end for _, _, end, _, c in spans]
         profile = _Profile(
-            tuple(service), tuple(accumulate(service)), busy,
-            None if len(busy) == len(service) else itemgetter(*busy) if len(busy) > 1 else _one(busy),
+            tuple(service), cum_end, busy,
+            None if len(woken) == len(service) else itemgetter(*woken) if len(woken) > 1 else _one(woken),
             tuple(op_ps), self._tracer.pass_shape(len(service), tuple(s[:4] for s in spans)),
-            template("compute", names["stage"], None, total_bytes, total_flops, phase) if detail == "stage" else NULL,
-            len(self._profiles), tuple(map(sub, free_ends, [0, *free_ends])),
+            template("compute", names[f"{prefix}stage"], None, total_bytes, total_flops, phase)
+            if detail == "stage" else NULL,
+            self._n_profiles, tuple(map(sub, free_ends, [0, *free_ends])),
             self._tracer.pass_shape(1, tuple((0, c + start, c + end, t) for _, start, end, t, c in spans)))
-        self._profiles[key] = profile
+        self._n_profiles += 1
+        tenant.profiles[key] = profile
         return profile
 
     # -- the port ----------------------------------------------------------------------
     def horizon_ps(self) -> int | None:
         """Exact time of the next send, if a pass is in flight (sends happen at exit)."""
-        return self._pending_exits[0] if self._pending_exits else None
+        return self._pending_exits[0][0] if self._pending_exits else None
 
     def receive(self, p: Pass) -> None:
         now = self.env._now  # the hot path skips the property
+        tenant = self._tenants[p.model]  # the pass's model: its costs, last stage and sizes
         if p.reserve_kv_tokens:
-            self._reserve_kv(p.request_id, p.reserve_kv_tokens, now)
-        profile = self._profiles.get((p.n_tokens, p.ctx_tokens, p.emits, p.phase)) \
-            or self._profile(p.n_tokens, p.ctx_tokens, p.emits, p.phase)
-        sends = p.emits or not self.last_stage
-        size = TOKEN_ID_BYTES if self.last_stage else p.n_tokens * self._act_bytes
+            self._reserve_kv(p.request_id, p.reserve_kv_tokens * tenant.kv_bytes_per_token, now)
+        profile = tenant.profiles.get((p.n_tokens, p.ctx_tokens, p.emits, p.phase)) \
+            or self._profile(p.n_tokens, p.ctx_tokens, p.emits, p.phase, p.model)
+        last = tenant.last_stage
+        sends = p.emits or not last
+        size = TOKEN_ID_BYTES if last else p.n_tokens * tenant.act_bytes
         ends = self._tandem.admit(now, profile.service_ps, profile.cum_end_ps, profile.index)
         exit_ps = now + profile.cum_end_ps[-1] if ends is None else ends[-1]
         if self._stage_detail:
@@ -242,10 +285,10 @@ class WaferStage:
         if p.final:
             self._leave(p, exit_ps)
         if sends:
-            self._pending_exits.append(exit_ps)
-        Process(self.env, self._walk(p, profile, ends, sends, size))
+            self._pending_exits.append((exit_ps, p, size))
+        Process(self.env, self._walk(p, profile, ends, sends))
 
-    def _walk(self, p: Pass, profile: _Profile, ends: list[int] | None, sends: bool, size: int):
+    def _walk(self, p: Pass, profile: _Profile, ends: list[int] | None, sends: bool):
         """Live through the pass's schedule, one event per unit (or per op). Its spans are
         exact from the start (its entry, or `ends` if it waits somewhere), so it traces
         them as one record when it is done."""
@@ -271,14 +314,18 @@ class WaferStage:
                         yield Timeout(env, t - env._now)
             self._rows.append((profile.shape, p.request_id, p.token, *ends))
         if sends:
-            self._pending_exits.popleft()
-            self._send(p, env._now, size)
+            # Send every pass due, in the order they entered: a pass with no work on the last
+            # regions (a co-tenant's) leaves the instant the pass ahead does, and its event
+            # may come first.
+            pending, now = self._pending_exits, env._now
+            while pending and pending[0][0] <= now:
+                _, q, size = pending.popleft()
+                self._send(q, now, size)
 
     # -- SRAM --------------------------------------------------------------------------
-    def _reserve_kv(self, request_id: int, tokens: int, now: int) -> None:
+    def _reserve_kv(self, request_id: int, kv_bytes: int, now: int) -> None:
         while self._kv_releases and self._kv_releases[0][0] <= now:
             self._kv_bytes_in_use -= heapq.heappop(self._kv_releases)[1]
-        kv_bytes = tokens * self.kv_bytes_per_token
         in_use = self.weight_bytes + self._kv_bytes_in_use + kv_bytes
         if in_use > self.spec.sram_bytes:
             raise CapacityError(f"request {request_id}: KV cache of {kv_bytes} B would bring SRAM to "
@@ -295,6 +342,8 @@ class WaferStage:
         self._rows.append((start, exit_ps, template, p.request_id, NULL))
 
     def finish(self, end_ps: int) -> None:
-        """Trace what the wafer held for the whole run."""
-        template = self._tracer.template("sram", self._names["weights"], None, self.weight_bytes, None, None)
-        self._rows.append((0, end_ps, template, NULL, NULL))
+        """Trace what the wafer held for the whole run: each model's weights."""
+        for t in self._tenants:
+            template = self._tracer.template("sram", self._names[f"{t.prefix}weights"], None, t.weight_bytes,
+                                             None, None)
+            self._rows.append((0, end_ps, template, NULL, NULL))

@@ -149,7 +149,8 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = ("usage: wafersim run NAME [flags] | wafersim summary PATH [--json] | wafersim list | "
-             "wafersim calibrate [--dry-run] | wafersim validate [--json]")
+             "wafersim calibrate [--dry-run] | wafersim validate [--json] | "
+             "wafersim convert azure|sharegpt IN -o OUT [flags]")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else EXIT_USAGE
@@ -172,21 +173,35 @@ def main(argv: list[str] | None = None) -> int:
     if command == "calibrate":
         from cluster.commands.calibrate import main as calibrate
         return calibrate(rest)
+    if command == "convert":
+        from cluster.commands.convert import main as convert
+        return convert(rest)
     if command == "validate":
         from cluster.commands.validate import main as validate
         return validate(rest)
     if command == "summary":
         from cluster.results.summary import format_summary, summarize
-        paths = [a for a in rest if not a.startswith("-")]
-        if len(paths) != 1:
-            print("error: summary: give one trace path", file=sys.stderr)
+        parser = _Parser(prog="wafersim summary", add_help=False)
+        parser.add_argument("paths", nargs="*")
+        parser.add_argument("--json", action="store_true")
+        # None: the SLOs the run recorded in the trace, if any; 0: no SLO.
+        parser.add_argument("--slo-ttft-ms", type=float, default=None)
+        parser.add_argument("--slo-tpot-ms", type=float, default=None)
+        try:
+            args = parser.parse_args(rest)  # an unknown flag is an error, not a silent no-op
+            if len(args.paths) != 1:
+                raise ConfigError("give one trace path")
+            if any(v is not None and not v >= 0 for v in (args.slo_ttft_ms, args.slo_tpot_ms)):
+                raise ConfigError("an SLO is a number of ms, 0 or more")
+        except ConfigError as exc:
+            print(f"error: summary: {exc}", file=sys.stderr)
             return EXIT_USAGE
         try:
-            summary = summarize(paths[0])
+            summary = summarize(args.paths[0], args.slo_ttft_ms, args.slo_tpot_ms)
         except (OSError, ValueError) as exc:
-            print(f"error: summary: cannot read {paths[0]}: {exc}", file=sys.stderr)
+            print(f"error: summary: cannot read {args.paths[0]}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        print(json.dumps(summary, sort_keys=True) if "--json" in rest else format_summary(summary))
+        print(json.dumps(summary, sort_keys=True) if args.json else format_summary(summary))
         return 0
     print(f"error: unknown command {command!r}; {usage}", file=sys.stderr)
     return EXIT_USAGE

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-import simpy
-
-from cluster.engine.graph import Graph, LPSpec
-from cluster.engine.messages import Channel
+from cluster.engine.graph import Graph
+from cluster.fleet.build import build_cluster
+from cluster.fleet.spec import ClusterSpec, LinksSpec, PipelineSpec, ReplicaSpec, UserSpec
 from cluster.results.summary import summarize
-from cluster.results.trace import Tracer, TraceVocab, TraceWriter
-from cluster.serving.frontend import FrontendConfig
-from cluster.serving.lps import GpuConfig, LinkConfig, WaferConfig
-from cluster.serving.plan import plan_gpu_pipeline, plan_pipeline
-from cluster.serving.workload import generate_requests
+from cluster.results.trace import TraceVocab, TraceWriter
 from common.errors import ConfigError
 from gpu import GPU_PRESETS, GpuSpec
-from interconnect import CS3_LINK, SITES, LinkSpec, fibre_latency_ps
-from llm.config import LlamaConfig, resolve_model
+from interconnect import CS3_LINK, SITES, LinkSpec
+from llm.config import resolve_model
 from wafer import DETAILS, WAFER_PRESETS, WaferSpec
 
 VERSION = "0.1.0"
@@ -61,6 +57,25 @@ class ScenarioConfig:
         """The link between devices with `link_overrides` applied."""
         return _override(base, self.link_overrides, "--link")
 
+    def to_cluster(self) -> ClusterSpec:
+        """The ring as a cluster description: one replica, no router, the users beside
+        its first stage, at most `users` requests in service (their KV reserved up front)."""
+        home = self.sites[0]
+        if self.on_gpu:
+            spec = self.device_spec()
+            link = self.link_spec(LinkSpec(lanes=1, lane_bits_per_s=spec.node_link_bits_per_s,
+                                           latency_ps=spec.node_link_latency_ps))
+        else:
+            link = self.link_spec(CS3_LINK)
+        pipe = PipelineSpec("ring", (self.model,), 1 if self.on_gpu else self.wafers, self.device,
+                            () if self.on_gpu else self.sites, self.gpus, self.dtype)
+        users = UserSpec("users", home, self.model, "poisson" if self.rate_per_s else "burst",
+                         rate_per_s=self.rate_per_s or 1.0, requests=self.requests or self.users,
+                         prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens)
+        return ClusterSpec(self.scenario, (pipe,), (ReplicaSpec("ring", 1, (home,)),), (users,),
+                           links=LinksSpec(link, link), seed=self.seed, detail=self.detail,
+                           prefill_chunk_tokens=self.prefill_chunk_tokens, max_active=self.users)
+
     def validate(self) -> None:
         for name in ("wafers", "users", "prompt_tokens", "output_tokens", "prefill_chunk_tokens"):
             value = getattr(self, name)
@@ -82,6 +97,9 @@ class ScenarioConfig:
         for site in self.sites:
             if site not in SITES:
                 raise ConfigError(f"--sites: unknown site {site!r}; known: {', '.join(SITES)}")
+        resolve_model(self.model)  # its errors name --model; the cluster's would name the pipeline
+        if not (math.isfinite(self.rate_per_s) and self.rate_per_s >= 0):
+            raise ConfigError(f"--rate: must be a finite number >= 0 requests/s, got {self.rate_per_s}")
 
 
 def _override(spec, overrides: tuple[tuple[str, float], ...], flag: str):
@@ -110,66 +128,6 @@ class RunOptions:
     backend_options: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One device LP of the pipeline ring and the link spec from it to the next."""
-
-    name: str
-    site: str
-    config: object
-    link: LinkSpec
-
-
-def wafer_stages(cfg: ScenarioConfig, model: LlamaConfig) -> tuple[list[Stage], list[list[str]]]:
-    kv_tokens = cfg.users * (cfg.prompt_tokens + cfg.output_tokens)
-    plan = plan_pipeline(model, cfg.device_spec(), cfg.wafers, kv_tokens)
-    n = len(plan.stages)
-    stages = [Stage(f"wafer{s.wafer}", cfg.sites[s.wafer],
-                    WaferConfig(plan.spec, model.layer_shape, model.vocab_size, s.units, cfg.detail, s.wafer == n - 1,
-                                kv_tokens),
-                    cfg.link_spec(CS3_LINK)) for s in plan.stages]
-    return stages, [[u.name for u in s.units] for s in plan.stages]
-
-
-def gpu_stages(cfg: ScenarioConfig, model: LlamaConfig) -> tuple[list[Stage], list[list[str]]]:
-    spec = cfg.device_spec()
-    plans = plan_gpu_pipeline(model, spec, cfg.gpus, cfg.dtype, cfg.users * (cfg.prompt_tokens + cfg.output_tokens))
-    link = cfg.link_spec(LinkSpec(lanes=1, lane_bits_per_s=spec.node_link_bits_per_s,
-                                  latency_ps=spec.node_link_latency_ps))
-    last = len(plans) - 1
-    stages = [Stage(f"dgx{i}", cfg.sites[0], GpuConfig(spec, model.layer_shape, model.vocab_size, p, i == last), link)
-              for i, p in enumerate(plans)]
-    return stages, [[f"layer{layer}" for layer in p.layers] for p in plans]
-
-
-def build_graph(cfg: ScenarioConfig, stages: list[Stage]) -> tuple[Graph, TraceVocab]:
-    """The ring: frontend -> stage0 -> link -> stage1 -> ... -> last stage -> link -> frontend."""
-    requests = generate_requests(cfg.requests or cfg.users, cfg.prompt_tokens, cfg.output_tokens,
-                                 cfg.rate_per_s, cfg.seed)
-    home = stages[0].site
-    configs: list[tuple[str, str, object]] = [
-        ("frontend", home, FrontendConfig(tuple(requests), cfg.users, cfg.prefill_chunk_tokens))]
-    channels: list[Channel] = [Channel("frontend", stages[0].name, 0)]
-    for i, stage in enumerate(stages):
-        configs.append((stage.name, stage.site, stage.config))
-        if len(stages) == 1:
-            channels.append(Channel(stage.name, "frontend", 0))
-            continue
-        nxt = stages[(i + 1) % len(stages)]
-        link = f"link:{stage.name}->{nxt.name}"
-        latency = stage.link.latency_ps + fibre_latency_ps(SITES[stage.site], SITES[nxt.site])
-        configs.append((link, stage.site, LinkConfig(stage.link.with_latency(latency))))
-        channels += [Channel(stage.name, link, 0), Channel(link, nxt.name if i + 1 < len(stages) else "frontend", 0)]
-    lps, names = [], set()
-    for name, site, config in configs:
-        tracer = Tracer()  # a probe: learns the component's promises and trace names
-        probe = config.build(simpy.Environment(), lambda *a: None, tracer)
-        lps.append(LPSpec(name, site, config, probe.transit_ps))
-        names.update(tracer.seen_names)
-    vocab = TraceVocab(tuple(lp.name for lp in lps), tuple(dict.fromkeys(cfg.sites)), tuple(sorted(names)))
-    return Graph(tuple(lps), tuple(channels)), vocab
-
-
 def partition_groups(graph: Graph, lps_per_partition: int | None) -> list[list[str]]:
     """Consecutive LPs of one datacenter, at most `lps_per_partition` to a group (None: one
     group for everything). A group never spans two sites, so it can be pinned to one."""
@@ -192,10 +150,8 @@ def prepare(cfg: ScenarioConfig) -> tuple[list[list[str]], Graph, TraceVocab]:
     """Validate and plan; raises ConfigError before anything is written. Returns the
     plan (unit names per stage), the graph and the trace vocabulary."""
     cfg.validate()
-    model = resolve_model(cfg.model)
-    stages, plan = gpu_stages(cfg, model) if cfg.on_gpu else wafer_stages(cfg, model)
-    graph, vocab = build_graph(cfg, stages)
-    return plan, graph, vocab
+    built = build_cluster(cfg.to_cluster(), {cfg.device: cfg.device_spec()})
+    return built.plan["ring"], built.graph, built.vocab
 
 
 def make_backend(opts: RunOptions, graph: Graph, groups: list[list[str]], vocab: TraceVocab,
@@ -210,13 +166,27 @@ def make_backend(opts: RunOptions, graph: Graph, groups: list[list[str]], vocab:
 
 
 def run_scenario(cfg: ScenarioConfig, opts: RunOptions) -> dict:
-    """Run, write the trace (atomically) and return the summary."""
+    """Run the ring, write the trace (atomically) and return the summary."""
     wall0 = time.perf_counter()
     plan, graph, vocab = prepare(cfg)
+    metadata = {"scenario": asdict(cfg), "version": VERSION, "plan": plan}
+    return run_graph(graph, vocab, metadata, opts, cfg.scenario, wall0)
+
+
+def run_cluster(spec: ClusterSpec, opts: RunOptions, devices: dict | None = None) -> dict:
+    """Run a cluster description, write the trace (atomically) and return the summary."""
+    wall0 = time.perf_counter()
+    built = build_cluster(spec, devices)
+    metadata = {"cluster": asdict(spec), "version": VERSION, "plan": built.plan,
+                "slo": {"ttft_ms": spec.slo_ttft_ms, "tpot_ms": spec.slo_tpot_ms}}
+    return run_graph(built.graph, built.vocab, metadata, opts, spec.name, wall0)
+
+
+def run_graph(graph: Graph, vocab: TraceVocab, metadata: dict, opts: RunOptions, name: str,
+              wall0: float) -> dict:
     groups = partition_groups(graph, opts.lps_per_partition)
     from cluster.engine.rounds import Engine
 
-    metadata = {"scenario": asdict(cfg), "version": VERSION, "plan": plan}
     writer = TraceWriter(opts.trace, list(vocab.lps), metadata)
     backend = None
     try:
@@ -235,7 +205,7 @@ def run_scenario(cfg: ScenarioConfig, opts: RunOptions) -> dict:
     wall_s = time.perf_counter() - wall0
     rounds_ms = sorted(stats.round_wall_ms)
     summary.update({
-        "scenario": cfg.scenario,
+        "scenario": name,
         "backend": opts.backend,
         "events": stats.events,
         "rounds": stats.rounds,

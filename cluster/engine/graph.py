@@ -25,7 +25,10 @@ Send = Callable[[Any, int, int], None]  # (payload, send_ps, size_bytes)
 
 
 class LPConfig(Protocol):
-    """A picklable recipe for a component: the same on the driver and in a Ray actor."""
+    """A picklable recipe for a component: the same on the driver and in a Ray actor.
+
+    `send` is the "out" port. An LP with other ports also gets `ports`, every port's send
+    by name ("out" included): `build(env, send, tracer, ports=...)`."""
 
     def build(self, env: simpy.Environment, send: Send, tracer: Any) -> Component: ...
 
@@ -51,17 +54,18 @@ class Graph:
         for ch in self.channels:
             if ch.src not in known or ch.dst not in known:
                 raise ValueError(f"graph: channel {ch.src}->{ch.dst} names an unknown LP")
-        outs = [ch.src for ch in self.channels]
+        outs = [(ch.src, ch.port) for ch in self.channels]
         if len(set(outs)) != len(outs):
-            raise ValueError("graph: each LP has one output channel")
+            raise ValueError("graph: each port of an LP joins one channel")
         self.check_lookahead()
 
     @property
     def lp(self) -> dict[str, LPSpec]:
         return {lp.name: lp for lp in self.lps}
 
-    def out_channel(self, name: str) -> Channel | None:
-        return next((ch for ch in self.channels if ch.src == name), None)
+    def out_channels(self, name: str) -> dict[str, Channel]:
+        """The channels leaving `name`, by port."""
+        return {ch.port: ch for ch in self.channels if ch.src == name}
 
     def check_lookahead(self) -> None:
         """Every cycle must carry positive lookahead, or conservative sync deadlocks."""

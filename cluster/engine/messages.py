@@ -29,9 +29,13 @@ class Message(NamedTuple):
 
 @dataclass(frozen=True)
 class Channel:
+    """Joins `(src, port) -> dst` with its wire latency. An LP sends on named ports (a
+    router has one per replica it can reach); most have just "out"."""
+
     src: str
     dst: str
     latency_ps: int
+    port: str = "out"
 
     def __post_init__(self) -> None:
         if self.latency_ps < 0:
@@ -49,5 +53,6 @@ class StepResult:
     now_ps: int
     trace: list[tuple[str, pa.RecordBatch]] = field(default_factory=list)
     requests: list[pa.RecordBatch] = field(default_factory=list)
+    tokens: list[pa.RecordBatch] = field(default_factory=list)
     events: int = 0
     messages: int = 0

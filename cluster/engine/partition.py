@@ -66,18 +66,21 @@ class Partition:
             spec = specs[name]
             tracer = self._tracers[name] = Tracer(vocab)
             self._encoders[name] = RowEncoder(vocab, name, spec.datacenter, tracer)
-            channel = graph.out_channel(name)
-            if channel is None:
-                send = _no_output(name)
+            seq = itertools.count()  # one per LP, shared by its ports: (src, seq) stays unique
+            ports = {port: self._outlet(name, ch.dst, ch.latency_ps, ch.dst in local, seq)
+                     for port, ch in sorted(graph.out_channels(name).items())}
+            send = ports.get("out") or _no_output(name)
+            if set(ports) - {"out"}:
+                self._components[name] = spec.config.build(env, send, tracer, ports=ports)
             else:
-                send = self._outlet(name, channel.dst, channel.latency_ps, channel.dst in local)
-            self._components[name] = spec.config.build(env, send, tracer)
+                self._components[name] = spec.config.build(env, send, tracer)
         for name, component in self._components.items():
             self._deliver[name] = self._make_delivery(name, component)
 
     # -- messages ----------------------------------------------------------------------
-    def _outlet(self, src: str, dst: str, latency_ps: int, local: bool) -> Callable[[Any, int, int], None]:
-        env, seq, eid, mail = self.env, itertools.count(), self.env._eid, self._mail
+    def _outlet(self, src: str, dst: str, latency_ps: int, local: bool,
+                seq: itertools.count) -> Callable[[Any, int, int], None]:
+        env, eid, mail = self.env, self.env._eid, self._mail
         outbox, deliver_to, incoming = self._outbox, self._deliver, self._incoming.get(dst)
         priority = _delivery_priority(self._index[src], 0)
         track, new_message = self._exports, tuple.__new__
@@ -169,13 +172,14 @@ class Partition:
 
     def finish(self, end_ps: int) -> StepResult:
         """Let every LP trace what it held to the end; collect the requests table."""
-        requests = []
+        requests, tokens = [], []
         for component in self._components.values():
             component.finish(end_ps)
-            table = getattr(component, "requests_batch", None)
-            if table is not None:
-                requests.append(table())
-        return StepResult([], self._next_event(), {}, self.env.now, self._drain(final=True), requests)
+            for tables, method in ((requests, "requests_batch"), (tokens, "tokens_batch")):
+                table = getattr(component, method, lambda: None)()
+                if table is not None:
+                    tables.append(table)
+        return StepResult([], self._next_event(), {}, self.env.now, self._drain(final=True), requests, tokens)
 
     def _next_event(self) -> int | None:
         heads = [heap[0][0] for heap in (self.env._queue, self._mail) if heap]

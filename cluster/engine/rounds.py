@@ -56,6 +56,8 @@ class Engine:
                 self.sink.add(lp, batch)
             for batch in result.requests:
                 self.sink.add_requests(batch)
+            for batch in result.tokens:
+                self.sink.add_tokens(batch)
             self.stats.events += result.events
             self.stats.messages += result.messages
             outbox += result.outbox

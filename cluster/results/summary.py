@@ -1,5 +1,6 @@
 """The figures a run is judged by, computed from its trace files (so `wafersim summary`
-on a file gives the same numbers as the run that wrote it)."""
+on a file gives the same numbers as the run that wrote it). Latencies are over completed
+requests; cluster/results/metrics.py says how each is defined."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from cluster.results.trace import int_values, requests_path
+from cluster.results import metrics
+from cluster.results.trace import int_values, requests_path, tokens_path
 from common.units import PS_PER_MS, PS_PER_S
+
+MAX_REPLICA_LINES = 24  # more than this, the utilisation table is a summary, not a list
 
 
 def _code(dictionary: list[str], value: str) -> int:
@@ -49,21 +53,15 @@ def _column(batches: list[pa.RecordBatch], name: str) -> np.ndarray:
     return np.concatenate([int_values(b.column(name)) for b in batches]) if batches else np.zeros(0, np.int64)
 
 
-def summarize(spans_path: str | Path) -> dict:
-    """Request latencies, throughput, link share and SRAM peaks from a trace."""
-    spans_path = Path(spans_path)
-    _, requests = _read(requests_path(spans_path))
-    arrival = _column(requests, "arrival_ps")
-    first = _column(requests, "first_token_ps")
-    finish = _column(requests, "finish_ps")
-    out_tokens = _column(requests, "output_tokens").astype(np.int64)
-    ttft_ms = (first - arrival) / PS_PER_MS
-    multi = out_tokens > 1
-    decode_s = (finish[multi] - first[multi]) / PS_PER_S
-    tpot_ms = decode_s * 1e3 / (out_tokens[multi] - 1)
-    speeds = (out_tokens[multi] - 1) / decode_s
-    span_s = (finish.max() - arrival.min()) / PS_PER_S if len(finish) else 0.0
+def _slo(given: float | None, meta: dict, key: str) -> float:
+    """The SLO asked for; else the one the run recorded (a fleet run does); else 0, none."""
+    if given is not None:
+        return float(given)
+    return float((meta.get("slo") or {}).get(key) or 0.0)
 
+
+def _spans(spans_path: Path, decode_tokens: int) -> dict:
+    """Link time per decode token, SRAM peaks and simulated time, from the span file."""
     link_ps_by_lp: dict[str, int] = {}
     sram_by_lp: dict[str, list[tuple[np.ndarray, ...]]] = {}
     end_ps = 0
@@ -84,46 +82,132 @@ def summarize(spans_path: str | Path) -> dict:
             for code in np.unique(lp[sram]):
                 mine = sram & (lp == code)
                 sram_by_lp.setdefault(lps[code], []).append((starts[mine], ends[mine], nbytes[mine]))
-    decode_tokens = int((out_tokens[multi] - 1).sum())
     link_ms_per_token = {lp: ps / decode_tokens / PS_PER_MS for lp, ps in sorted(link_ps_by_lp.items())} \
         if decode_tokens else {}
-    link_total = sum(link_ms_per_token.values())
-    tpot_mean_ms = float(tpot_ms.mean()) if len(tpot_ms) else None
-
-    sram_peak_gb = {lp: _peak_concurrent(*map(np.concatenate, zip(*parts))) / 1e9
-                    for lp, parts in sorted(sram_by_lp.items())}
     return {
         "scenario": meta.get("scenario"),
-        "requests_completed": int(len(arrival)),
-        "tokens_per_s_per_user": _p50(speeds),
-        "aggregate_tokens_per_s": float(out_tokens.sum() / span_s) if span_s else None,
-        "ttft_ms_p50": _p50(ttft_ms),
-        "ttft_ms_p99": float(np.percentile(ttft_ms, 99)) if len(ttft_ms) else None,
-        "tpot_ms_p50": _p50(tpot_ms),
-        "tpot_ms_mean": tpot_mean_ms,
+        "link_ms_per_token_by_link": link_ms_per_token,
+        "sram_peak_gb": {lp: _peak_concurrent(*map(np.concatenate, zip(*parts))) / 1e9
+                         for lp, parts in sorted(sram_by_lp.items())},
+        "sim_time_s": end_ps / PS_PER_S,
+    }
+
+
+def _itl(spans_path: Path, req: metrics.Requests) -> np.ndarray | None:
+    """Inter-token gaps of completed requests; None for a trace written before token times."""
+    path = tokens_path(spans_path)
+    if not path.exists():
+        return None
+    _, tokens = _read(path)
+    return metrics.itl_ms(_column(tokens, "request_id"), _column(tokens, "token"), _column(tokens, "time_ps"),
+                          keep=req.request_id[req.completed])
+
+
+def summarize(spans_path: str | Path, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:
+    """Request latencies, goodput, per-group and per-replica figures, throughput, link
+    share and SRAM peaks from a trace. An SLO left None comes from the trace's metadata."""
+    spans_path = Path(spans_path)
+    meta, batches = _read(requests_path(spans_path))
+    req = metrics.Requests.from_batches(batches)
+    lat = metrics.latencies_ms(req)
+    span_ps = metrics.run_span_ps(req)
+    multi = ~np.isnan(lat["tpot"])  # completed, with more than one output token
+    tpot_ms = lat["tpot"][multi]
+    decode_tokens = int((req.output_tokens[multi] - 1).sum())
+    slo_ttft, slo_tpot = _slo(slo_ttft_ms, meta, "ttft_ms"), _slo(slo_tpot_ms, meta, "tpot_ms")
+
+    out = {"requests_completed": int(req.completed.sum()), "requests_rejected": int(req.rejected.sum()),
+           "tokens_per_s_per_user": _p50(1e3 / tpot_ms),
+           "aggregate_tokens_per_s": metrics.tokens_per_s(req, req.completed, span_ps)}
+    itl = _itl(spans_path, req)
+    for name, values in (*lat.items(), ("itl", np.zeros(0) if itl is None else itl)):
+        for stat, v in metrics.stats(values).items():
+            out[f"{name}_ms_{stat}"] = v
+    spans = _spans(spans_path, decode_tokens)
+    link_total = sum(spans["link_ms_per_token_by_link"].values())
+    tpot_mean_ms = out["tpot_ms_mean"]
+    out.update({
         "link_ms_per_token": link_total if decode_tokens else None,
         "link_share_of_tpot": link_total / tpot_mean_ms if tpot_mean_ms else None,
-        "link_ms_per_token_by_link": link_ms_per_token,
-        "sram_peak_gb": sram_peak_gb,
-        "sim_time_s": end_ps / PS_PER_S,
+        **metrics.goodput(req, lat, span_ps, slo_ttft, slo_tpot),
+        "slo_ttft_ms": slo_ttft,
+        "slo_tpot_ms": slo_tpot,
+        "by_model": metrics.by_group(req, req.model, lat, span_ps),
+        "by_site": metrics.by_group(req, req.user_site, lat, span_ps),
+        "by_replica": metrics.by_group(req, req.replica, lat, span_ps),
+        "replica_utilisation": metrics.replica_utilisation(req, span_ps),
+        "rejected_by_reason": metrics.rejections(req),
+        **spans,
         "trace": str(spans_path),
-    }
+    })
+    return out
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+    return "-" if v is None else str(v)
+
+
+def _group_line(name: str, g: dict) -> str:
+    """One compact line of a group's figures (by model, site or replica)."""
+    return (f"    {name:<24} {g['requests']} done, {g['rejected']} rejected; ttft p50/p99 "
+            f"{_fmt(g['ttft_ms_p50'])}/{_fmt(g['ttft_ms_p99'])} ms, tpot p50 {_fmt(g['tpot_ms_p50'])} ms, "
+            f"e2e p50 {_fmt(g['e2e_ms_p50'])} ms, queue p50 {_fmt(g['queue_ms_p50'])} ms, "
+            f"{_fmt(g['tokens_per_s'])} tok/s")
+
+
+def _utilisation_lines(summary: dict) -> list[str]:
+    util = summary.get("replica_utilisation") or {}
+    if not util:
+        return []
+    if len(util) > MAX_REPLICA_LINES:  # a big fleet: the spread says more than a page of lines
+        busy = np.array([u["busy_fraction"] for u in util.values()])
+        return [f"  replica busy fraction ({len(util)} replicas): min {busy.min():.3f}, "
+                f"mean {busy.mean():.3f}, max {busy.max():.3f}"]
+    groups = summary.get("by_replica") or {}
+    lines = ["  replicas (busy fraction, mean in service):"]
+    for name, u in util.items():
+        g = groups.get(name)
+        lines.append(f"    {name:<24} busy {u['busy_fraction']:.3f}, in service {u['mean_in_service']:.2f}"
+                     + (f"; {g['requests']} done, {_fmt(g['tokens_per_s'])} tok/s" if g else ""))
+    return lines
+
+
+def _latency_keys(name: str) -> list[str]:
+    return [f"{name}_ms_{stat}" for stat in metrics.STATS]
+
+
+# In print order. The keys of _ALWAYS print as "-" when None (they always did); the other
+# figures are skipped when None, and an SLO of 0 (none) is not printed.
+_KEYS = ["requests_completed", "requests_rejected", "tokens_per_s_per_user", "aggregate_tokens_per_s",
+         *(key for name in ("ttft", "tpot", "itl", "e2e", "queue") for key in _latency_keys(name)),
+         "slo_ttft_ms", "slo_tpot_ms", "goodput_requests_per_s", "goodput_fraction",
+         "link_ms_per_token", "link_share_of_tpot", "sim_time_s", "backend", "events", "rounds", "messages",
+         "wall_s", "trace"]
+_ALWAYS = {"requests_completed", "tokens_per_s_per_user", "aggregate_tokens_per_s", "ttft_ms_p50",
+           "ttft_ms_p99", "tpot_ms_p50", "link_ms_per_token", "link_share_of_tpot", "sim_time_s",
+           "backend", "events", "rounds", "messages", "wall_s", "trace"}
 
 
 def format_summary(summary: dict) -> str:
     """A short table for people."""
-    def fmt(v: object) -> str:
-        if isinstance(v, float):
-            return f"{v:,.3f}" if abs(v) < 1000 else f"{v:,.0f}"
-        return "-" if v is None else str(v)
-
-    lines = [f"wafersim: {summary.get('scenario') or ''}".rstrip()]
-    keys = ["requests_completed", "tokens_per_s_per_user", "aggregate_tokens_per_s", "ttft_ms_p50",
-            "ttft_ms_p99", "tpot_ms_p50", "link_ms_per_token", "link_share_of_tpot", "sim_time_s",
-            "backend", "events", "rounds", "messages", "wall_s", "trace"]
-    for key in keys:
-        if key in summary:
-            lines.append(f"  {key:<24} {fmt(summary[key])}")
+    scenario = summary.get("scenario")
+    if isinstance(scenario, dict):  # read back from a trace: the run's whole description
+        scenario = scenario.get("scenario")
+    lines = [f"wafersim: {scenario or ''}".rstrip()]
+    for key in _KEYS:
+        value = summary.get(key)
+        shown = key in summary if key in _ALWAYS else value is not None and not (key.startswith("slo_") and not value)
+        if shown:
+            lines.append(f"  {key:<24} {_fmt(value)}")
+    for key, title in (("by_model", "by model"), ("by_site", "by user site")):
+        if summary.get(key):
+            lines.append(f"  {title}:")
+            lines += [_group_line(name, g) for name, g in summary[key].items()]
+    lines += _utilisation_lines(summary)
+    if summary.get("rejected_by_reason"):
+        lines.append("  rejected: " + ", ".join(f"{r} {n}" for r, n in summary["rejected_by_reason"].items()))
     if summary.get("link_ms_per_token_by_link"):
         lines.append("  link time per decode token (ms):")
         for lp, ms in summary["link_ms_per_token_by_link"].items():

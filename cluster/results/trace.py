@@ -1,6 +1,7 @@
 """The trace: one Arrow schema, rows to record batches, and the crash-safe file writer.
 
-Spans go to `PATH`, requests to `PATH` with `.requests` before the suffix. Each LP's
+Spans go to `PATH`, requests to `PATH` with `.requests` before the suffix, output tokens
+to `PATH` with `.tokens`. Each LP's
 rows are streamed to a spool file as they come, then laid out LP by LP (in graph order,
 each in the order it emitted them) in fixed-size batches, so the file does not depend
 on round boundaries or on which process ran the LP. Files appear only by rename at the
@@ -33,16 +34,34 @@ SPAN_SCHEMA = pa.schema([
     ("layer", pa.int16()), ("bytes", pa.int64()), ("flops", pa.int64()), ("phase", _DICT),
 ])
 
+# One row per request. Times are where the user is: `arrival_ps` when it sent the request,
+# `first_token_ps` and `finish_ps` when the first and last token reached it (the WAN both
+# ways included); `admitted_ps` when a replica took it. `queue_ps` is time spent waiting for
+# admission (at the router and at the replica), network transit excluded. A rejected
+# request has `status` "rejected", a `reason`, its `finish_ps` (when the user heard) and
+# nulls for what never happened.
 REQUEST_SCHEMA = pa.schema([
     ("request_id", pa.int64()), ("arrival_ps", pa.int64()), ("admitted_ps", pa.int64()),
     ("first_token_ps", pa.int64()), ("finish_ps", pa.int64()), ("prompt_tokens", pa.int32()),
     ("output_tokens", pa.int32()), ("ttft_ps", pa.int64()), ("tpot_ps", pa.int64()),
+    ("model", _DICT), ("user_site", _DICT), ("replica", _DICT), ("replica_site", _DICT),
+    ("session", pa.int64()), ("queue_ps", pa.int64()), ("e2e_ps", pa.int64()), ("tokens", pa.int32()),
+    ("status", _DICT), ("reason", _DICT),
 ])
+STATUSES = ("completed", "rejected")
+
+# One row per output token, when it reached the user: inter-token latencies come from here.
+TOKEN_SCHEMA = pa.schema([("request_id", pa.int64()), ("token", pa.int32()), ("time_ps", pa.int64())])
 
 
 def requests_path(spans_path: str | Path) -> Path:
     p = Path(spans_path)
     return p.with_name(f"{p.stem}.requests{p.suffix}")
+
+
+def tokens_path(spans_path: str | Path) -> Path:
+    p = Path(spans_path)
+    return p.with_name(f"{p.stem}.tokens{p.suffix}")
 
 
 _KIND_CODES = {kind: i for i, kind in enumerate(KINDS)}
@@ -80,6 +99,21 @@ def string_array(values: tuple[str, ...]) -> pa.Array:
     offsets = np.zeros(len(data) + 1, np.int32)
     np.cumsum([len(d) for d in data], out=offsets[1:])
     return pa.StringArray.from_buffers(len(data), pa.py_buffer(offsets), pa.py_buffer(b"".join(data)))
+
+
+def table_batch(schema: pa.Schema, columns: list[list]) -> pa.RecordBatch:
+    """A record batch of `schema` from Python lists, one per column (None is null; strings
+    for dictionary columns). Built from buffers: pa.array would import pandas."""
+    arrays = []
+    for values, f in zip(columns, schema):
+        if pa.types.is_dictionary(f.type):
+            vocab = sorted({v for v in values if v is not None})
+            code = {v: i for i, v in enumerate(vocab)}
+            codes = np.array([NULL if v is None else code[v] for v in values], np.int32)
+            arrays.append(pa.DictionaryArray.from_arrays(int_array(codes, pa.int32()), string_array(tuple(vocab))))
+        else:
+            arrays.append(int_array(np.array([NULL if v is None else v for v in values], np.int64), f.type))
+    return pa.record_batch(arrays, schema=schema)
 
 
 @dataclass(frozen=True)
@@ -310,6 +344,19 @@ class RowEncoder:
         ], schema=SPAN_SCHEMA)
 
 
+def _column_values(batches: list[pa.RecordBatch], i: int, f: pa.Field) -> np.ndarray:
+    """Column `i` of every batch as one numpy array: ints (NULL for nulls), or objects
+    (str or None) for a dictionary column, whose batches each have their own dictionary."""
+    if not pa.types.is_dictionary(f.type):
+        return np.concatenate([int_values(b.column(i)) for b in batches] or [np.zeros(0, np.int64)])
+    parts = []
+    for b in batches:
+        column = b.column(i)
+        words = np.array(column.dictionary.to_pylist() + [None], object)
+        parts.append(words[int_values(column.indices)])  # NULL (-1) picks the None at the end
+    return np.concatenate(parts) if parts else np.zeros(0, object)
+
+
 class TraceWriter:
     """Spools span batches per LP, then writes both tables and renames them into place."""
 
@@ -321,6 +368,7 @@ class TraceWriter:
         self._order = list(lps)
         self._spools: dict[str, pa.RecordBatchStreamWriter] = {}
         self._requests: list[pa.RecordBatch] = []
+        self._tokens: list[pa.RecordBatch] = []
         self.rows = 0
 
     def add(self, lp: str, batch: pa.RecordBatch) -> None:
@@ -332,6 +380,9 @@ class TraceWriter:
 
     def add_requests(self, batch: pa.RecordBatch) -> None:
         self._requests.append(batch)
+
+    def add_tokens(self, batch: pa.RecordBatch) -> None:
+        self._tokens.append(batch)
 
     def _write_spans(self, out: Path) -> None:
         """LP by LP, each LP's batches as they came: RowEncoder already cut them to size."""
@@ -345,14 +396,27 @@ class TraceWriter:
                     for batch in reader:
                         writer.write_batch(batch)
 
-    def _write_requests(self, out: Path) -> None:
-        """By request id, sorted with numpy: Table.sort_by would import pyarrow.compute,
-        a thirtieth of a second, for a table of a few hundred rows."""
-        columns = [np.concatenate([int_values(b.column(i)) for b in self._requests] or [np.zeros(0, np.int64)])
-                   for i in range(len(REQUEST_SCHEMA))]
-        order = np.argsort(columns[0], kind="stable")
-        table = pa.Table.from_arrays([int_array(c[order], f.type) for c, f in zip(columns, REQUEST_SCHEMA)],
-                                     schema=REQUEST_SCHEMA.with_metadata(self._meta))
+    def _write_table(self, out: Path, schema: pa.Schema, batches: list[pa.RecordBatch],
+                     order_by: tuple[str, ...]) -> None:
+        """One table from the LPs' batches, in the order of `order_by` (request id first):
+        independent of which LP or process produced which row. Numpy only: pyarrow.compute
+        costs a run a thirtieth of a second to import."""
+        columns = [_column_values(batches, i, f) for i, f in enumerate(schema)]
+        names = schema.names
+        order = np.lexsort([columns[names.index(k)] for k in reversed(order_by)]) if len(columns[0]) else []
+        arrays = []
+        for values, f in zip(columns, schema):
+            values = values[order]
+            if pa.types.is_dictionary(f.type):
+                present = values[values != None]  # noqa: E711 (element-wise)
+                vocab = sorted(set(present.tolist()))
+                codes = np.full(len(values), NULL, np.int32)
+                if vocab:
+                    codes[values != None] = np.searchsorted(np.array(vocab, object), present)  # noqa: E711
+                arrays.append(pa.DictionaryArray.from_arrays(int_array(codes, pa.int32()), string_array(tuple(vocab))))
+            else:
+                arrays.append(int_array(values, f.type))
+        table = pa.Table.from_arrays(arrays, schema=schema.with_metadata(self._meta))
         with pa.ipc.new_file(str(out), table.schema) as writer:
             writer.write_table(table, max_chunksize=BATCH_ROWS)
 
@@ -360,8 +424,11 @@ class TraceWriter:
         """Write both files under temporary names, then rename them into place."""
         spans_tmp = self._spool_dir / "spans.arrow"
         req_tmp = self._spool_dir / "requests.arrow"
+        tok_tmp = self._spool_dir / "tokens.arrow"
         self._write_spans(spans_tmp)
-        self._write_requests(req_tmp)
+        self._write_table(req_tmp, REQUEST_SCHEMA, self._requests, ("request_id",))
+        self._write_table(tok_tmp, TOKEN_SCHEMA, self._tokens, ("request_id", "token"))
+        os.replace(tok_tmp, tokens_path(self.path))
         os.replace(req_tmp, requests_path(self.path))
         os.replace(spans_tmp, self.path)
         self.abort()

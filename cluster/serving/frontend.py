@@ -1,50 +1,106 @@
-"""The request frontend: admits requests, feeds prefill chunks and decode steps to the
-first stage, and records each request's tokens as they come back.
+"""A replica's frontend: admits requests, feeds prefill chunks and decode steps to the
+first stage, and loops each sampled token back into the next decode step.
 
-Models: at most `max_active` requests hold a KV-cache reservation at once (the rest
-wait, FIFO); a prompt enters as chunks of `prefill_chunk_tokens`; each sampled token
-loops back and starts the next decode step. Ignores: tokenization, network to the user.
+Models: admission by bytes: a request is taken when its KV cache (prompt plus output
+tokens) fits in what every stage's SRAM has free beside the weights and the KV of the
+requests already in (and, with `max_active`, while fewer than that many are in); the rest
+wait, first come first served. A prompt enters as chunks of `prefill_chunk_tokens`; a
+replica may serve several models co-located on its wafers (`Pass.model`).
+Ignores: tokenization, preemption, prefix caching.
+
+Two ways to be fed: with `requests` of its own (a cluster with no router: the users sit
+beside the replica, and this LP records the requests and tokens tables), or by routers,
+which send `RouteRequest`s and get every token back on this LP's port "reply:ROUTER" (the
+users' LP records the tables then).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
-import numpy as np
 import pyarrow as pa
 import simpy
 
 from cluster.engine.messages import Message
-from cluster.results.trace import REQUEST_SCHEMA, Tracer, int_array
+from cluster.results.trace import REQUEST_SCHEMA, TOKEN_SCHEMA, Tracer, table_batch
 from cluster.serving.workload import Request
 from common.units import NULL
-from llm.passes import Pass
+from llm.passes import TOKEN_ID_BYTES, Pass
 
 PROMPT_TOKEN_BYTES = 4  # token ids enter as int32
+
+
+class RouteRequest(NamedTuple):
+    """A request on its way to a replica: `waited_ps` so far at its router."""
+
+    request: Request
+    waited_ps: int
+
+
+class Token(NamedTuple):
+    """An output token on its way back to its user; the first carries admission facts."""
+
+    request_id: int
+    token: int
+    final: bool
+    admitted_ps: int
+    queue_ps: int  # waiting for admission, router and replica together
+    replica: str
+
+
+class Reject(NamedTuple):
+    request_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class KvBudget:
+    """What admission by bytes needs: per model, the KV bytes a token takes on each stage;
+    per stage, the SRAM bytes free for KV cache."""
+
+    bytes_per_token: tuple[tuple[int, ...], ...]
+    capacity_bytes: tuple[int, ...]
+
+    def need(self, model: int, tokens: int) -> tuple[int, ...]:
+        return tuple(b * tokens for b in self.bytes_per_token[model])
+
+    def max_tokens(self, model: int) -> int:
+        """The longest context one request of `model` can ever hold here."""
+        return min((c // b for c, b in zip(self.capacity_bytes, self.bytes_per_token[model]) if b),
+                   default=1 << 62)
 
 
 @dataclass(frozen=True)
 class FrontendConfig:
     requests: tuple[Request, ...]
-    max_active: int
+    max_active: int  # 0: no cap but the bytes
     prefill_chunk_tokens: int
+    kv: KvBudget | None = None  # None: admission by `max_active` alone
+    models: tuple[str, ...] = ("",)  # what `Request.model` names, in `Pass.model` order
+    replica: str = "frontend"
+    site: str = ""
 
-    def build(self, env: simpy.Environment, send, rows: list[tuple]) -> Frontend:
-        return Frontend(env, self, send, rows)
+    def build(self, env: simpy.Environment, send, tracer: Tracer, ports=None) -> Frontend:
+        return Frontend(env, self, send, tracer, ports)
 
 
 class Frontend:
     transit_ps = 0  # a returning token starts the next step at once
 
-    def __init__(self, env: simpy.Environment, config: FrontendConfig, send, tracer: Tracer) -> None:
+    def __init__(self, env: simpy.Environment, config: FrontendConfig, send, tracer: Tracer, ports=None) -> None:
         self.env, self.config, self._send, self._rows = env, config, send, tracer.rows
+        self._ports = ports or {}
         self._queue_template = tracer.template("queue", tracer.name("admission"))
         self._request_template = tracer.template("request", tracer.name("request"))
         self._arrivals = deque(config.requests)
-        self._waiting: deque[Request] = deque()
-        self._active = 0
-        self._record: dict[int, list[int]] = {}  # id -> [arrival, admitted, first, finish]
+        self._waiting: deque[tuple[Request, int, int, object]] = deque()  # (request, arrived, waited, reply)
+        self._active: dict[int, tuple[Request, int, int, object]] = {}  # id -> (request, admitted, queue, reply)
+        self._kv_in_use = [0] * len(config.kv.capacity_bytes) if config.kv else []
+        self._model_index = {m: i for i, m in enumerate(config.models)}
+        self._record: dict[int, list] = {}  # own requests: id -> [arrival, admitted, first, finish, tokens, reason]
+        self._token_rows: list[tuple[int, int, int]] = []
         if self._arrivals:
             env.process(self._arrive())
 
@@ -57,57 +113,159 @@ class Frontend:
             if req.arrival_ps > self.env.now:
                 yield self.env.timeout(req.arrival_ps - self.env.now)
             self._arrivals.popleft()
-            self._record[req.request_id] = [req.arrival_ps, -1, -1, -1]
-            self._waiting.append(req)
-            self._admit()
+            self._record[req.request_id] = [req.arrival_ps, None, None, None, 0, None]
+            self._take(req, 0, None)
+
+    def on_message(self, msg: Message) -> None:
+        payload = msg.payload
+        if isinstance(payload, RouteRequest):
+            self._take(payload.request, payload.waited_ps, self._ports[f"reply:{msg.src}"])
+        else:
+            self._on_token(payload)
+
+    # -- admission ---------------------------------------------------------------------
+    def _never_fits(self, req: Request) -> str | None:
+        model = self._model_index.get(req.model, 0 if req.model == "" else None)
+        if model is None:
+            return f"replica {self.config.replica} does not serve model {req.model}"
+        kv = self.config.kv
+        tokens = req.prompt_tokens + req.output_tokens
+        if kv is not None and tokens > kv.max_tokens(model):
+            return f"context of {tokens} tokens exceeds the {kv.max_tokens(model)} the KV cache can hold"
+        return None
+
+    def _take(self, req: Request, waited_ps: int, reply) -> None:
+        """`reply`: the port back to the router that sent it (None: one of our own)."""
+        reason = self._never_fits(req)
+        if reason is not None:
+            self._finish_request(req.request_id, reason)
+            if reply is not None:
+                reply(Reject(req.request_id, reason), self.env.now, TOKEN_ID_BYTES)
+            return
+        self._waiting.append((req, self.env.now, waited_ps, reply))
+        self._admit()
+
+    def _fits(self, model: int, tokens: int) -> bool:
+        if self.config.max_active and len(self._active) >= self.config.max_active:
+            return False
+        kv = self.config.kv
+        if kv is None:
+            return True
+        return all(u + n <= c for u, n, c in zip(self._kv_in_use, kv.need(model, tokens), kv.capacity_bytes))
 
     def _admit(self) -> None:
-        while self._waiting and self._active < self.config.max_active:
-            req = self._waiting.popleft()
-            self._active += 1
+        """First come, first served: the head of the line waits for room; nobody overtakes."""
+        while self._waiting:
+            req, arrived, waited, reply = self._waiting[0]
+            model = self._model_index.get(req.model, 0)
+            tokens = req.prompt_tokens + req.output_tokens
+            if not self._fits(model, tokens):
+                return
+            self._waiting.popleft()
             now = self.env.now
-            self._record[req.request_id][1] = now
-            if now > req.arrival_ps:
-                self._rows.append((req.arrival_ps, now, self._queue_template, req.request_id, NULL))
+            if self.config.kv is not None:
+                self._kv_in_use = [u + n for u, n in zip(self._kv_in_use, self.config.kv.need(model, tokens))]
+            self._active[req.request_id] = (req, now, waited + now - arrived, reply)
+            if req.request_id in self._record:
+                self._record[req.request_id][1] = now
+            if now > arrived:
+                self._rows.append((arrived, now, self._queue_template, req.request_id, NULL))
             chunk, done = self.config.prefill_chunk_tokens, 0
             while done < req.prompt_tokens:
                 n = min(chunk, req.prompt_tokens - done)
                 last = done + n == req.prompt_tokens
-                p = Pass(req.request_id, 0, "prefill", n, done, last,
-                         req.prompt_tokens + req.output_tokens if done == 0 else 0,
-                         last and req.output_tokens == 1)
-                self._send(p, now, n * PROMPT_TOKEN_BYTES)
+                self._send(Pass(req.request_id, 0, "prefill", n, done, last,
+                                tokens if done == 0 else 0, last and req.output_tokens == 1, model),
+                           now, n * PROMPT_TOKEN_BYTES)
                 done += n
 
-    def on_message(self, msg: Message) -> None:
-        p: Pass = msg.payload
+    # -- tokens ------------------------------------------------------------------------
+    def _on_token(self, p: Pass) -> None:
         now = self.env.now
-        req = self.config.requests[p.request_id]
-        record = self._record[p.request_id]
-        if p.token == 0:
-            record[2] = now
-        if p.token + 1 < req.output_tokens:
-            k = p.token + 1
+        req, admitted, queue_ps, reply = self._active[p.request_id]
+        k = p.token + 1
+        final = k == req.output_tokens
+        if reply is not None:
+            reply(Token(req.request_id, p.token, final, admitted, queue_ps, self.config.replica),
+                        now, TOKEN_ID_BYTES)
+        else:
+            record = self._record[req.request_id]
+            if p.token == 0:
+                record[2] = now
+            record[4] = k
+            self._token_rows.append((req.request_id, p.token, now))
+        if not final:
             self._send(Pass(req.request_id, k, "decode", 1, req.prompt_tokens + k - 1, True, 0,
-                            k == req.output_tokens - 1), now, PROMPT_TOKEN_BYTES)
+                            k == req.output_tokens - 1, p.model), now, PROMPT_TOKEN_BYTES)
             return
-        record[3] = now
-        self._rows.append((record[0], now, self._request_template, req.request_id, NULL))
-        self._active -= 1
+        del self._active[req.request_id]
+        if self.config.kv is not None:
+            need = self.config.kv.need(p.model, req.prompt_tokens + req.output_tokens)
+            self._kv_in_use = [u - n for u, n in zip(self._kv_in_use, need)]
+        if req.request_id in self._record:
+            self._finish_request(req.request_id, None)
         self._admit()
 
+    def _finish_request(self, request_id: int, reason: str | None) -> None:
+        record = self._record.get(request_id)
+        if record is None:
+            return
+        record[3], record[5] = self.env.now, reason
+        self._rows.append((record[0], self.env.now, self._request_template, request_id, NULL))
+
+    # -- results -----------------------------------------------------------------------
     def finish(self, end_ps: int) -> None:
         pass
 
-    def requests_batch(self) -> pa.RecordBatch:
-        ids = sorted(rid for rid, r in self._record.items() if r[3] >= 0)
-        reqs = [self.config.requests[i] for i in ids]
-        rec = [self._record[i] for i in ids]
-        ttft = [r[2] - r[0] for r in rec]
-        tpot = [(r[3] - r[2]) // (q.output_tokens - 1) if q.output_tokens > 1 else None
-                for r, q in zip(rec, reqs)]
-        cols = [ids, [r[0] for r in rec], [r[1] for r in rec], [r[2] for r in rec],
-                [r[3] for r in rec], [q.prompt_tokens for q in reqs], [q.output_tokens for q in reqs],
-                ttft, [NULL if t is None else t for t in tpot]]
-        return pa.record_batch([int_array(np.array(c, np.int64), f.type, f.name == "tpot_ps")
-                                for c, f in zip(cols, REQUEST_SCHEMA)], schema=REQUEST_SCHEMA)
+    def outstanding(self) -> int:
+        """Requests taken and not yet done: 0 at the end of a run that conserves them."""
+        return len(self._active) + len(self._waiting)
+
+    def requests_batch(self) -> pa.RecordBatch | None:
+        if not self._record:
+            return None
+        by_id = {r.request_id: r for r in self.config.requests}
+        return requests_table([
+            RequestOutcome(by_id[rid], arrival, admitted, first, finish, tokens, reason,
+                           self.config.replica if reason is None else None,
+                           self.config.site if reason is None else None,
+                           None if admitted is None else admitted - arrival)
+            for rid, (arrival, admitted, first, finish, tokens, reason) in self._record.items()])
+
+    def tokens_batch(self) -> pa.RecordBatch | None:
+        if not self._record:
+            return None
+        return table_batch(TOKEN_SCHEMA, [list(c) for c in zip(*self._token_rows)] if self._token_rows
+                           else [[], [], []])
+
+
+class RequestOutcome(NamedTuple):
+    """What happened to one request, as its user saw it (None: never happened)."""
+
+    request: Request
+    arrival_ps: int
+    admitted_ps: int | None
+    first_token_ps: int | None
+    finish_ps: int | None
+    tokens: int
+    reason: str | None  # None: completed
+    replica: str | None
+    replica_site: str | None
+    queue_ps: int | None
+
+
+def requests_table(outcomes: list[RequestOutcome]) -> pa.RecordBatch:
+    """The requests table's rows (REQUEST_SCHEMA) from outcomes, in request id order."""
+    rows = []
+    for o in sorted(outcomes, key=lambda o: o.request.request_id):
+        q = o.request
+        done = o.reason is None and o.finish_ps is not None and o.first_token_ps is not None
+        tpot = (o.finish_ps - o.first_token_ps) // (q.output_tokens - 1) if done and q.output_tokens > 1 else None
+        rows.append((q.request_id, o.arrival_ps, o.admitted_ps, o.first_token_ps, o.finish_ps, q.prompt_tokens,
+                     q.output_tokens, o.first_token_ps - o.arrival_ps if done else None, tpot,
+                     q.model or None, q.user_site or None, o.replica, o.replica_site,
+                     None if q.session < 0 else q.session, o.queue_ps,
+                     o.finish_ps - o.arrival_ps if done else None, o.tokens,
+                     "completed" if o.reason is None else "rejected", o.reason))
+    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in REQUEST_SCHEMA]
+    return table_batch(REQUEST_SCHEMA, columns)

@@ -15,7 +15,7 @@ from cluster.engine.messages import Message
 from gpu import GpuSpec, GpuStage, GpuStagePlan
 from interconnect import Link, LinkSpec
 from llm.ops import LayerShape
-from wafer import Unit, WaferSpec, WaferStage
+from wafer import CoTenant, Unit, WaferSpec, WaferStage
 
 
 class WaferLP(WaferStage):
@@ -38,11 +38,12 @@ class WaferConfig:
     detail: str
     last_stage: bool
     kv_tokens_reserved: int = 0  # KV-cache tokens each layer's region must hold
+    co_tenants: tuple[CoTenant, ...] = ()  # models sharing this wafer's regions (Pass.model 1, 2, ...)
 
     def build(self, env: simpy.Environment, send, tracer) -> WaferLP:
         return WaferLP(env, self.spec, self.shape, self.vocab_size, list(self.units),
                        detail=self.detail, last_stage=self.last_stage, send=send, tracer=tracer,
-                       kv_tokens_reserved=self.kv_tokens_reserved)
+                       kv_tokens_reserved=self.kv_tokens_reserved, co_tenants=self.co_tenants)
 
 
 @dataclass(frozen=True)
