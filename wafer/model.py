@@ -149,18 +149,22 @@ class WaferStage:
         its weights and reserved KV cache need in SRAM, no larger than its byte-proportional
         share of the wafer (so that every region fits). More cores divide the work but
         lengthen the fabric, so a small model does not spread over the whole wafer.
-        Co-tenant units add what they hold to their region's need, and that need wins over
-        the share: their weights have nowhere else to go."""
+        Co-tenant units count in their region's bytes: its share, what it needs, and a floor
+        of their weights and the primary's, which wins over the share (weights have nowhere
+        else to go; a KV reservation over the share is trimmed, as the primary's always is)."""
         spec, chosen, regions = self.spec, {}, []
-        primary = self._tenants[0]
-        hosted = [0] * len(self.units)  # co-tenant bytes on each region
+        primary, per_core = self._tenants[0], spec.sram_bytes_per_core
+        hosted = [0] * len(self.units)  # co-tenants' bytes on each region, KV cache included
+        hosted_weights = [0] * len(self.units)
         for t in self._tenants[1:]:
             for j, unit in zip(t.regions, t.units):
                 hosted[j] += t.sram_bytes(unit)
-        for unit, extra in zip(self.units, hosted):
-            need = -(-(primary.sram_bytes(unit) + extra) // spec.sram_bytes_per_core)
-            share = max(1, spec.cores * unit.weight_bytes // primary.weight_bytes)
-            most = max(share, need) if extra else share
+                hosted_weights[j] += unit.weight_bytes
+        for unit, extra, extra_weights in zip(self.units, hosted, hosted_weights):
+            weights = unit.weight_bytes + extra_weights
+            need = -(-(primary.sram_bytes(unit) + extra) // per_core)
+            share = max(1, spec.cores * weights // self.weight_bytes)
+            most = max(share, -(-weights // per_core)) if extra else share
             key = (unit.kind, need, most)
             if key not in chosen:
                 ops = unit_ops(unit, self.shape, self.vocab_size, 1, 0, True)
@@ -169,8 +173,8 @@ class WaferStage:
             regions.append(Region(chosen[key]))
         cores = sum(r.cores for r in regions)
         if cores > spec.cores:
-            raise CapacityError(f"regions of {cores} cores (co-tenants' weights and KV cache included) exceed "
-                                f"the {spec.cores} cores of {spec.name}")
+            raise CapacityError(f"regions holding every model's weights take {cores} cores, over the "
+                                f"{spec.cores} cores of {spec.name}")
         return regions
 
     # -- costs -------------------------------------------------------------------------
@@ -289,9 +293,9 @@ class WaferStage:
         Process(self.env, self._walk(p, profile, ends, sends))
 
     def _walk(self, p: Pass, profile: _Profile, ends: list[int] | None, sends: bool):
-        """Live through the pass's schedule, one event per unit (or per op). Its spans are
-        exact from the start (its entry, or `ends` if it waits somewhere), so it traces
-        them as one record when it is done."""
+        """Live through the pass's schedule, one event per region it works on (or per op).
+        Its spans are exact from the start (its entry, or `ends` if it waits somewhere), so
+        it traces them as one record when it is done."""
         env = self.env
         if ends is None:  # it never waits: its schedule is its entry plus the profile's
             entry = env._now
@@ -300,8 +304,8 @@ class WaferStage:
             self._rows.append((profile.free_shape, p.request_id, p.token, entry))
         else:
             if self.detail == "layer":
-                # Delays from one busy unit's end to the next, as a C-level map: `end - env._now`
-                # per event would cost a seventh of the SimPy event it schedules.
+                # Delays from one woken region's end to the next, as a C-level map: `end -
+                # env._now` per event would cost a seventh of the SimPy event it schedules.
                 busy = ends if profile.pick_busy is None else profile.pick_busy(ends)
                 for delay in map(sub, busy, chain((env._now,), busy)):
                     yield Timeout(env, delay)

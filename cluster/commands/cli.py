@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,12 @@ def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> 
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detail", choices=DETAILS, default="layer",
                    help="trace one span per wafer stage, per layer or per op")
+    add_run_flags(p)
+    return p
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """How a run is carried out and reported: the same for every scenario."""
     p.add_argument("--backend", choices=BACKENDS, default="inprocess")
     p.add_argument("--lps-per-actor", type=_lps_per_actor, default=None,
                    help="LPs per Ray actor, never across sites; 'site': one actor per datacenter "
@@ -105,34 +112,28 @@ def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> 
     p.add_argument("--placement", choices=("pack", "spread", "by-site"), default="pack")
     p.add_argument("--trace", default=None, help="trace path (default: traces/NAME-seedN.arrow)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
-    return p
 
 
-def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
-                     argv: list[str] | None = None) -> int:
-    """Parse, run, print. Exit codes: 0 ok, 2 bad input or a failed run."""
-    from cluster.commands.scenario import RunOptions, ScenarioConfig, run_scenario
+def run_options(args: argparse.Namespace, name: str, seed: int):
+    """RunOptions from the flags `add_run_flags` declared."""
+    from cluster.commands.scenario import RunOptions
+
+    backend_options = {}
+    if args.backend == "ray":
+        backend_options = {"address": args.address or os.environ.get("RAY_ADDRESS"), "placement": args.placement}
+    lps = args.lps_per_actor if args.lps_per_actor is not None else (1 if args.backend == "ray" else None)
+    return RunOptions(trace=args.trace or f"traces/{name}-seed{seed}.arrow", backend=args.backend,
+                      lps_per_partition=lps, max_window_ps=args.max_window_ps, backend_options=backend_options)
+
+
+def report(run: Callable[[], tuple[dict | None, bool]]) -> int:
+    """Run, print the summary (JSON on the last line when asked; None: `run` printed what
+    it had to). Exit codes: 0 ok, 2 bad input or a failed run, with one line `error: ...`
+    and no traceback."""
     from cluster.results.summary import format_summary
 
     try:
-        args = scenario_parser(name, defaults, description).parse_args(argv)
-        gpu = {} if defaults.gpus is None else {"gpus": args.gpus, "dtype": args.dtype}
-        cfg = ScenarioConfig(
-            scenario=name, model=args.model, wafers=getattr(args, "wafers", 1),
-            sites=parse_sites(args.sites),
-            users=args.users, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
-            seed=args.seed, detail=args.detail, device=getattr(args, "wafer", defaults.device),
-            requests=args.requests, rate_per_s=args.rate, prefill_chunk_tokens=args.prefill_chunk,
-            spec_overrides=tuple(args.spec), link_overrides=tuple(args.link), **gpu)
-        backend_options = {}
-        if args.backend == "ray":
-            backend_options = {"address": args.address or os.environ.get("RAY_ADDRESS"),
-                               "placement": args.placement}
-        lps = args.lps_per_actor if args.lps_per_actor is not None else (1 if args.backend == "ray" else None)
-        opts = RunOptions(trace=args.trace or f"traces/{name}-seed{args.seed}.arrow", backend=args.backend,
-                          lps_per_partition=lps, max_window_ps=args.max_window_ps,
-                          backend_options=backend_options)
-        summary = run_scenario(cfg, opts)
+        summary, as_json = run()
     except (ConfigError, SimError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -142,8 +143,29 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_USAGE
-    print(json.dumps(summary, sort_keys=True) if args.json else format_summary(summary))
+    if summary is not None:
+        print(json.dumps(summary, sort_keys=True) if as_json else format_summary(summary))
     return 0
+
+
+def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
+                     argv: list[str] | None = None) -> int:
+    """Parse, run, print: a pipeline ring scenario."""
+    from cluster.commands.scenario import ScenarioConfig, run_scenario
+
+    def run() -> tuple[dict, bool]:
+        args = scenario_parser(name, defaults, description).parse_args(argv)
+        gpu = {} if defaults.gpus is None else {"gpus": args.gpus, "dtype": args.dtype}
+        cfg = ScenarioConfig(
+            scenario=name, model=args.model, wafers=getattr(args, "wafers", 1),
+            sites=parse_sites(args.sites),
+            users=args.users, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
+            seed=args.seed, detail=args.detail, device=getattr(args, "wafer", defaults.device),
+            requests=args.requests, rate_per_s=args.rate, prefill_chunk_tokens=args.prefill_chunk,
+            spec_overrides=tuple(args.spec), link_overrides=tuple(args.link), **gpu)
+        return run_scenario(cfg, run_options(args, name, args.seed)), args.json
+
+    return report(run)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,8 @@ from cluster.engine.graph import Graph
 from cluster.fleet.build import build_cluster
 from cluster.fleet.spec import ClusterSpec, LinksSpec, PipelineSpec, ReplicaSpec, UserSpec
 from cluster.results.summary import summarize
-from cluster.results.trace import TraceVocab, TraceWriter
-from common.errors import ConfigError
+from cluster.results.trace import TraceVocab, TraceWriter, requests_path, tokens_path
+from common.errors import ConfigError, ConservationError
 from gpu import GPU_PRESETS, GpuSpec
 from interconnect import CS3_LINK, SITES, LinkSpec
 from llm.config import resolve_model
@@ -182,6 +182,17 @@ def run_cluster(spec: ClusterSpec, opts: RunOptions, devices: dict | None = None
     return run_graph(built.graph, built.vocab, metadata, opts, spec.name, wall0)
 
 
+def _check_sram(graph: Graph, summary: dict) -> None:
+    """No device held more than its memory at any time, read back from the trace's SRAM
+    spans (independent of the model's own bookkeeping, which refuses it as it happens)."""
+    for lp in graph.lps:
+        capacity = getattr(getattr(lp.config, "spec", None), "sram_bytes", None)
+        peak_gb = summary.get("sram_peak_gb", {}).get(lp.name)
+        if capacity and peak_gb and round(peak_gb * 1e9) > capacity:
+            raise ConservationError(f"conservation: {lp.name} held {peak_gb:.3f} GB, over its "
+                                    f"{capacity / 1e9:.3f} GB of SRAM")
+
+
 def run_graph(graph: Graph, vocab: TraceVocab, metadata: dict, opts: RunOptions, name: str,
               wall0: float) -> dict:
     groups = partition_groups(graph, opts.lps_per_partition)
@@ -202,6 +213,12 @@ def run_graph(graph: Graph, vocab: TraceVocab, metadata: dict, opts: RunOptions,
         if backend is not None:
             backend.shutdown()
     summary = summarize(opts.trace)
+    try:
+        _check_sram(graph, summary)
+    except ConservationError:
+        for path in (opts.trace, requests_path(opts.trace), tokens_path(opts.trace)):
+            Path(path).unlink(missing_ok=True)
+        raise
     wall_s = time.perf_counter() - wall0
     rounds_ms = sorted(stats.round_wall_ms)
     summary.update({

@@ -55,4 +55,6 @@ class StepResult:
     requests: list[pa.RecordBatch] = field(default_factory=list)
     tokens: list[pa.RecordBatch] = field(default_factory=list)
     events: int = 0
-    messages: int = 0
+    messages: int = 0  # sent since the last report
+    delivered: int = 0  # received since the last report
+    problems: list[str] = field(default_factory=list)  # broken conservation laws, at finish

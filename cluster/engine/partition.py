@@ -62,6 +62,7 @@ class Partition:
         self._incoming: dict[str, list[int]] = {name: [] for name in lp_names}
         self._exports = any(ch.src in local and ch.dst not in local for ch in graph.channels)
         self.messages = 0
+        self.delivered = 0
         for name in lp_names:
             spec = specs[name]
             tracer = self._tracers[name] = Tracer(vocab)
@@ -108,9 +109,11 @@ class Partition:
 
         def deliver(event: simpy.Event) -> None:
             heapq.heappop(incoming)
+            self.delivered += 1
             on_message(event._value)
 
         def deliver_untracked(event: simpy.Event) -> None:
+            self.delivered += 1
             on_message(event._value)
         return deliver if track else deliver_untracked
 
@@ -142,8 +145,8 @@ class Partition:
         self.events += events
         outbox, self._outbox[:] = list(self._outbox), []
         result = StepResult(outbox, self._next_event(), self._horizons(), self.env.now, batches,
-                            events=events, messages=self.messages)
-        self.messages = 0
+                            events=events, messages=self.messages, delivered=self.delivered)
+        self.messages = self.delivered = 0
         return result
 
     def _run(self, until_ps: float, limit: int) -> int:
@@ -179,7 +182,9 @@ class Partition:
                 table = getattr(component, method, lambda: None)()
                 if table is not None:
                     tables.append(table)
-        return StepResult([], self._next_event(), {}, self.env.now, self._drain(final=True), requests, tokens)
+        problems = [f"{name}: {p}" for name, c in self._components.items() for p in getattr(c, "conservation", list)()]
+        return StepResult([], self._next_event(), {}, self.env.now, self._drain(final=True), requests, tokens,
+                          messages=self.messages, delivered=self.delivered, problems=problems)
 
     def _next_event(self) -> int | None:
         heads = [heap[0][0] for heap in (self.env._queue, self._mail) if heap]

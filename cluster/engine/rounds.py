@@ -15,7 +15,7 @@ from typing import Protocol
 from cluster.engine.graph import Graph
 from cluster.engine.messages import Message, StepResult
 from cluster.engine.sync import INF, SyncGraph, earliest_output_times, safe_until_ps
-from common.errors import CausalityError, SimError
+from common.errors import CausalityError, ConservationError, SimError
 
 
 class Backend(Protocol):
@@ -30,6 +30,7 @@ class RunStats:
     rounds: int = 0
     events: int = 0
     messages: int = 0
+    delivered: int = 0
     end_ps: int = 0
     sync_wall_s: float = 0.0  # computing windows and routing
     round_wall_ms: list[float] = field(default_factory=list)
@@ -45,6 +46,7 @@ class Engine:
         self.sync = SyncGraph.build(graph, self.partition_of, len(groups))
         self.backend, self.sink, self.max_window_ps = backend, trace_sink, max_window_ps
         self.stats = RunStats()
+        self.problems: list[str] = []
 
     def _absorb(self, results: dict[int, StepResult], state: dict) -> list[Message]:
         outbox: list[Message] = []
@@ -60,6 +62,8 @@ class Engine:
                 self.sink.add_tokens(batch)
             self.stats.events += result.events
             self.stats.messages += result.messages
+            self.stats.delivered += result.delivered
+            self.problems += result.problems
             outbox += result.outbox
         return outbox
 
@@ -108,4 +112,15 @@ class Engine:
             self.stats.round_wall_ms.append((time.perf_counter() - t0) * 1e3)
         self.stats.end_ps = max(state["now"])
         self._absorb(self.backend.finish(self.stats.end_ps), state)
+        self._check_conservation()
         return self.stats
+
+    def _check_conservation(self) -> None:
+        """Every message sent was received, and every LP's own books balance (a request
+        answered with exactly its tokens, no KV cache left reserved): else the run fails."""
+        problems = list(self.problems)
+        if self.stats.messages != self.stats.delivered:
+            problems.insert(0, f"{self.stats.messages} messages sent, {self.stats.delivered} received")
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise ConservationError(f"conservation: {'; '.join(problems[:3])}{more}")

@@ -217,9 +217,21 @@ class Frontend:
     def finish(self, end_ps: int) -> None:
         pass
 
-    def outstanding(self) -> int:
-        """Requests taken and not yet done: 0 at the end of a run that conserves them."""
-        return len(self._active) + len(self._waiting)
+    def conservation(self) -> list[str]:
+        """Every request taken was answered, a completed one with exactly its tokens."""
+        problems = []
+        if self._active or self._waiting:
+            problems.append(f"{len(self._active)} requests in service and {len(self._waiting)} waiting at the end")
+        unanswered = sum(1 for r in self._record.values() if r[3] is None)
+        if unanswered or len(self._record) != len(self.config.requests):
+            problems.append(f"{unanswered + len(self.config.requests) - len(self._record)} of its "
+                            f"{len(self.config.requests)} requests never answered")
+        by_id = {r.request_id: r for r in self.config.requests}
+        short = [rid for rid, r in self._record.items() if r[5] is None and r[4] != by_id[rid].output_tokens]
+        if short:
+            problems.append(f"request {short[0]} completed with {self._record[short[0]][4]} of "
+                            f"{by_id[short[0]].output_tokens} tokens")
+        return problems
 
     def requests_batch(self) -> pa.RecordBatch | None:
         if not self._record:

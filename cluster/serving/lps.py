@@ -22,6 +22,11 @@ class WaferLP(WaferStage):
     def on_message(self, msg: Message) -> None:
         self.receive(msg.payload)
 
+    def conservation(self) -> list[str]:
+        """No KV cache left reserved once every request is done."""
+        held = sorted(self._kv_reserved_at)
+        return [f"KV cache of {len(held)} requests never freed (first: request {held[0]})"] if held else []
+
 
 class LinkLP(Link):
     def on_message(self, msg: Message) -> None:

@@ -211,5 +211,8 @@ class Router:
     def finish(self, end_ps: int) -> None:
         pass
 
-    def outstanding(self) -> int:
-        return len(self._routes) + sum(map(len, self._waiting.values()))
+    def conservation(self) -> list[str]:
+        waiting = sum(map(len, self._waiting.values()))
+        if self._routes or waiting:
+            return [f"{len(self._routes)} requests routed and never finished, {waiting} still waiting"]
+        return []

@@ -62,6 +62,7 @@ class Users:
         self._token_rows: list[tuple[int, int, int]] = []
         self._wakeups: list[tuple[int, int]] = []  # closed loop: (send time, user), a heap
         self._sent = 0
+        self._problems: list[str] = []
         closed = config.closed
         if closed is not None:
             self._rng = rng_for(config.seed, f"think:{config.name}")
@@ -126,6 +127,8 @@ class Users:
         now = self.env.now
         if token.token == 0:
             outcome[1], outcome[2], outcome[6], outcome[7] = token.admitted_ps, now, token.replica, token.queue_ps
+        if token.token != outcome[4]:
+            self._problems.append(f"request {token.request_id}: token {token.token} came after {outcome[4]} tokens")
         outcome[4] += 1
         self._token_rows.append((token.request_id, token.token, now))
         if token.final:
@@ -137,10 +140,18 @@ class Users:
     def expected_requests(self) -> int:
         return len(self._open) if self.config.closed is None else self.config.closed.requests
 
-    def outstanding(self) -> int:
-        """Requests not yet sent or not yet answered: 0 at the end of a run that conserves them."""
+    def conservation(self) -> list[str]:
+        """Every request sent and answered; a completed one with its tokens, each once, in order."""
+        problems = list(self._problems)
         answered = sum(1 for o in self._outcomes.values() if o[3] is not None)
-        return self.expected_requests() - answered
+        if answered != self.expected_requests():
+            problems.append(f"{self.expected_requests() - answered} of {self.expected_requests()} requests "
+                            f"never answered")
+        short = [o for o in self._outcomes.values() if o[5] is None and o[3] is not None and o[4] != o[0].output_tokens]
+        if short:
+            problems.append(f"request {short[0][0].request_id} completed with {short[0][4]} of "
+                            f"{short[0][0].output_tokens} tokens")
+        return problems
 
     def requests_batch(self) -> pa.RecordBatch | None:
         if not self._outcomes:

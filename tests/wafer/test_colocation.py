@@ -1,5 +1,7 @@
 """Co-located models: a co-tenant's units share the primary's regions, one pass at a time."""
 
+import random
+
 import pytest
 import simpy
 
@@ -10,6 +12,7 @@ from llm.config import resolve_model
 from llm.ops import decoder_layer_ops
 from llm.passes import TOKEN_ID_BYTES
 from wafer import WSE3, CoTenant, Unit, WaferStage
+from tests.wafer.test_model import lindley
 from wafer.costs import Region, handoff_ps, op_cost
 
 B70, B8 = resolve_model("llama3.1-70b"), resolve_model("llama3.1-8b")
@@ -122,6 +125,34 @@ def test_details_agree_with_several_co_tenant_units_per_region(detail):
     assert [rid for _, rid in times["stage"]] == [0, 1, 2, 3]
 
 
+def test_random_mixes_leave_in_order_at_the_lindley_times():
+    """Passes of both models, at random gaps: every detail sends at the times the textbook
+    recursion over the regions gives (each pass with its own model's service), in the
+    order they entered, ties included."""
+    rng = random.Random(3)
+    kinds = [(m, n, emits) for m in (0, 1) for n in (1, 8) for emits in (False, True)]
+    passes, entries, t = [], [], 0
+    for rid in range(60):
+        m, n, emits = rng.choice(kinds)
+        t += rng.choice((0, 0, 5_000_000, 40_000_000, 700_000_000))
+        passes.append(Pass(rid, 0, "prefill", n, rid % 3, emits, 0, False, m))
+        entries.append(t)
+    times = {}
+    for detail in ("stage", "layer", "op"):
+        env, stage, sent, _ = make((eight_b(last=True),), detail)
+        for at, p in zip(entries, passes):
+            env.run(until=at) if at > env.now else None
+            stage.receive(p)
+        env.run()
+        times[detail] = [(t, p.request_id) for t, p, _ in sent]
+    free, expected = [0] * 20, []
+    for at, p in zip(entries, passes):
+        ends = lindley(free, at, stage._profile(p.n_tokens, p.ctx_tokens, p.emits, p.phase, p.model).service_ps)
+        if p.model == 0 or p.emits:  # the 8B ends its pipeline here
+            expected.append((ends[-1], p.request_id))
+    assert times["stage"] == times["layer"] == times["op"] == expected
+
+
 def test_layer_spans_of_a_co_tenant_tile_its_regions():
     units8 = layers(S8, 30)
     env, stage, _, tracer = make((eight_b(units=units8),), "layer", layers(S70, 10))
@@ -141,9 +172,24 @@ def test_weights_over_sram_raise():
 
 
 def test_regions_over_the_wafers_cores_raise():
-    """The 8B's reserved KV cache grows its regions past the wafer's cores."""
+    """Weights within the SRAM figure but over what the cores hold (48 KiB each): the
+    regions hosting them cannot shrink below their weights."""
+    in_cores = WSE3.cores * PER_CORE
+    heavy = (in_cores + (WSE3.sram_bytes - in_cores) // 2 - 20 * S70.weight_bytes) // 8
+    assert in_cores < 20 * S70.weight_bytes + 8 * heavy <= WSE3.sram_bytes
     with pytest.raises(CapacityError, match=f"{WSE3.cores} cores"):
-        make((eight_b(kv_tokens=300_000),))
+        make((eight_b(units=[Unit("layer", i, heavy) for i in range(8)]),))
+
+
+def test_kv_reservations_over_the_share_are_trimmed_not_refused():
+    """A KV reservation filling the SRAM (as admission by bytes does) sizes no region past
+    its share: the regions still fit the wafer, as they always have for the primary."""
+    free = WSE3.sram_bytes - 20 * S70.weight_bytes - 8 * S8.weight_bytes
+    tokens = free // (20 * S70.kv_bytes_per_token + 8 * S8.kv_bytes_per_token)
+    _, stage, _, _ = make((eight_b(kv_tokens=tokens),), kv_tokens=tokens)
+    assert sum(r.cores for r in stage.regions) <= WSE3.cores
+    both = -(-(S70.weight_bytes + S8.weight_bytes) // PER_CORE)
+    assert all(stage.regions[j].cores >= both for j in stage._tenants[1].regions)
 
 
 def test_kv_reservation_uses_each_models_bytes_per_token():
