@@ -11,8 +11,8 @@ from llm import Pass
 from llm.config import resolve_model
 from llm.ops import decoder_layer_ops
 from llm.passes import TOKEN_ID_BYTES
-from wafer import WSE3, CoTenant, Unit, WaferStage
 from tests.wafer.test_model import lindley
+from wafer import WSE3, CoTenant, Unit, WaferStage
 from wafer.costs import Region, handoff_ps, op_cost
 
 B70, B8 = resolve_model("llama3.1-70b"), resolve_model("llama3.1-8b")
