@@ -31,3 +31,20 @@ def headline_small(tmp_path_factory) -> dict:
     """The headline scenario, small, at the default placement and layer detail."""
     path = tmp_path_factory.mktemp("headline") / "run.arrow"
     return run_json("run", "llama70b_four_wafers", *SMALL, "--trace", str(path))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray for the session: two nodes on this machine, one per simulated site."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {"site:santa-clara": 1}, "include_dashboard": False,
+        "object_store_memory": 100 * 1024 * 1024})
+    cluster.add_node(num_cpus=1, resources={"site:stockton": 1}, object_store_memory=100 * 1024 * 1024)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="wafersim", log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

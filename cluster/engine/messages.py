@@ -58,3 +58,4 @@ class StepResult:
     messages: int = 0  # sent since the last report
     delivered: int = 0  # received since the last report
     problems: list[str] = field(default_factory=list)  # broken conservation laws, at finish
+    next_timer_ps: int | None = None  # the next event that is not a message delivery

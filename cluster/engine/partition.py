@@ -130,7 +130,8 @@ class Partition:
 
     # -- stepping ----------------------------------------------------------------------
     def advance(self, until_ps: float, inbox: list[Message]) -> StepResult:
-        """Take `inbox`, run every event strictly before `until_ps`, report."""
+        """Take `inbox`, run every event strictly before `until_ps` and the timers at it
+        (not the deliveries), report."""
         for msg in sorted(inbox, key=Message.order_key):
             self._schedule(msg)
         batches: list[tuple[str, Any]] = []
@@ -145,7 +146,8 @@ class Partition:
         self.events += events
         outbox, self._outbox[:] = list(self._outbox), []
         result = StepResult(outbox, self._next_event(), self._horizons(), self.env.now, batches,
-                            events=events, messages=self.messages, delivered=self.delivered)
+                            events=events, messages=self.messages, delivered=self.delivered,
+                            next_timer_ps=self.env._queue[0][0] if self.env._queue else None)
         self.messages = self.delivered = 0
         return result
 
@@ -161,7 +163,11 @@ class Partition:
             until_ps = _NEVER_PS  # int against int: comparing an int with a float is the slow path
         for done in range(limit):
             heap = mail if mail and (not queue or mail[0] < queue[0]) else queue
-            if not heap or heap[0][0] >= until_ps:
+            # A message may still arrive at `until_ps`, but deliveries (priority >= 2) come
+            # after every timer (URGENT, NORMAL) at one instant: the timers at `until_ps` are
+            # safe. That is what lets a wafer send at its horizon to an LP that answers at
+            # once over a zero-latency channel (a one-stage replica and its frontend).
+            if not heap or heap[0][0] > until_ps or (heap[0][0] == until_ps and heap is mail):
                 return done
             env._now, _, _, event = pop(heap)
             callbacks, event.callbacks = event.callbacks, None

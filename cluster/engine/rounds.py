@@ -52,6 +52,7 @@ class Engine:
         outbox: list[Message] = []
         for p, result in sorted(results.items()):
             state["next"][p] = result.next_event_ps
+            state["timer"][p] = result.next_timer_ps
             state["horizons"].update(result.horizons_ps)
             state["now"][p] = result.now_ps
             for lp, batch in result.trace:
@@ -69,10 +70,12 @@ class Engine:
 
     def run(self) -> RunStats:
         n = len(self.groups)
-        state = {"next": [None] * n, "horizons": {}, "now": [0] * n}
+        state = {"next": [None] * n, "timer": [None] * n, "horizons": {}, "now": [0] * n}
         reached = [0.0] * n  # every partition has run all events strictly before this
         pending: dict[int, list[Message]] = defaultdict(list)
-        self._absorb(self.backend.advance({p: (0, []) for p in range(n)}), state)
+        # The first call runs what is due at t=0 (timers): what it sends is routed like any round's.
+        for msg in self._absorb(self.backend.advance({p: (0, []) for p in range(n)}), state):
+            pending[self.partition_of[msg.dst]].append(msg)
         while True:
             t0 = time.perf_counter()
             in_flight: dict[str, int] = {}
@@ -90,9 +93,10 @@ class Engine:
                 until = [min(u, earliest + self.max_window_ps) for u in until]
             calls = {}
             for p in range(n):
-                nxt = state["next"][p]
+                nxt, timer = state["next"][p], state["timer"][p]
                 first_msg = min((m.arrive_ps for m in pending.get(p, ())), default=INF)
-                if (nxt is not None and nxt < until[p]) or first_msg < until[p]:
+                if (nxt is not None and nxt < until[p]) or first_msg < until[p] or \
+                        (timer is not None and timer <= until[p]):
                     calls[p] = (until[p], pending.pop(p, []))
             if not calls:
                 raise SimError(f"engine: no partition can advance at {earliest} ps (windows {until})")

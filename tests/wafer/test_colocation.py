@@ -141,7 +141,8 @@ def test_random_mixes_leave_in_order_at_the_lindley_times():
     for detail in ("stage", "layer", "op"):
         env, stage, sent, _ = make((eight_b(last=True),), detail)
         for at, p in zip(entries, passes):
-            env.run(until=at) if at > env.now else None
+            if at > env.now:
+                env.run(until=at)
             stage.receive(p)
         env.run()
         times[detail] = [(t, p.request_id) for t, p, _ in sent]

@@ -18,22 +18,6 @@ ray = pytest.importorskip("ray")
 SITES_2 = ("santa-clara", "santa-clara", "stockton", "stockton")
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One Ray for the session: two nodes on this machine, one per simulated site."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "resources": {"site:santa-clara": 1}, "include_dashboard": False,
-        "object_store_memory": 100 * 1024 * 1024})
-    cluster.add_node(num_cpus=1, resources={"site:stockton": 1}, object_store_memory=100 * 1024 * 1024)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, namespace="wafersim", log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-
-
 def config(sites=SITES_2, **kw) -> ScenarioConfig:
     base = dict(scenario="test", model="llama3.1-70b", wafers=4, sites=sites, users=4,
                 prompt_tokens=64, output_tokens=6, prefill_chunk_tokens=32, rate_per_s=60.0, requests=6)
