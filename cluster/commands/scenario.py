@@ -129,21 +129,18 @@ class RunOptions:
 
 
 def partition_groups(graph: Graph, lps_per_partition: int | None) -> list[list[str]]:
-    """Consecutive LPs of one datacenter, at most `lps_per_partition` to a group (None: one
-    group for everything). A group never spans two sites, so it can be pinned to one."""
+    """Each datacenter's LPs in graph order, cut into groups of at most `lps_per_partition`
+    (None: one group for everything). A group never spans two sites, so it can be pinned
+    to one; a site's LPs in a fleet need not be neighbours in the graph."""
     names = [lp.name for lp in graph.lps]
     if lps_per_partition is None:
         return [names]
     if lps_per_partition <= 0:
         raise ConfigError(f"--lps-per-actor: must be > 0, got {lps_per_partition}")
-    groups: list[list[str]] = []
-    site = None
+    by_site: dict[str, list[str]] = {}
     for lp in graph.lps:
-        if lp.datacenter != site or len(groups[-1]) == lps_per_partition:
-            groups.append([])
-            site = lp.datacenter
-        groups[-1].append(lp.name)
-    return groups
+        by_site.setdefault(lp.datacenter, []).append(lp.name)
+    return [lps[i:i + lps_per_partition] for lps in by_site.values() for i in range(0, len(lps), lps_per_partition)]
 
 
 def prepare(cfg: ScenarioConfig) -> tuple[list[list[str]], Graph, TraceVocab]:

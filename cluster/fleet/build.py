@@ -24,7 +24,7 @@ from cluster.fleet.validate import validate_cluster
 from cluster.results.trace import Tracer, TraceVocab
 from cluster.serving.frontend import FrontendConfig, KvBudget
 from cluster.serving.lps import GpuConfig, LinkConfig, WaferConfig
-from cluster.serving.plan import GPU_MEMORY_UTILIZATION, plan_gpu_pipeline, plan_pipeline
+from cluster.serving.plan import GB, GPU_MEMORY_UTILIZATION, plan_gpu_pipeline, plan_pipeline
 from cluster.serving.requestfile import read_request_file
 from cluster.serving.router import ReplicaInfo, RouterConfig, replica_port, users_port
 from cluster.serving.users import ClosedLoop, UsersConfig
@@ -36,8 +36,6 @@ from interconnect import SITES, LinkSpec, fibre_latency_ps
 from llm.config import LlamaConfig, resolve_model
 from wafer import WAFER_PRESETS, WaferSpec
 from wafer.model import CoTenant
-
-GB = 1e9
 
 
 @dataclass(frozen=True)

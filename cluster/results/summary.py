@@ -14,7 +14,7 @@ from cluster.results import metrics
 from cluster.results.trace import int_values, requests_path, tokens_path
 from common.units import PS_PER_MS, PS_PER_S
 
-MAX_REPLICA_LINES = 24  # more than this, the utilisation table is a summary, not a list
+MAX_LISTED = 24  # more replicas or LPs than this: a summary line, not a list
 
 
 def _code(dictionary: list[str], value: str) -> int:
@@ -161,7 +161,7 @@ def _utilisation_lines(summary: dict) -> list[str]:
     util = summary.get("replica_utilisation") or {}
     if not util:
         return []
-    if len(util) > MAX_REPLICA_LINES:  # a big fleet: the spread says more than a page of lines
+    if len(util) > MAX_LISTED:  # a big fleet: the spread says more than a page of lines
         busy = np.array([u["busy_fraction"] for u in util.values()])
         return [f"  replica busy fraction ({len(util)} replicas): min {busy.min():.3f}, "
                 f"mean {busy.mean():.3f}, max {busy.max():.3f}"]
@@ -208,12 +208,20 @@ def format_summary(summary: dict) -> str:
     lines += _utilisation_lines(summary)
     if summary.get("rejected_by_reason"):
         lines.append("  rejected: " + ", ".join(f"{r} {n}" for r, n in summary["rejected_by_reason"].items()))
-    if summary.get("link_ms_per_token_by_link"):
-        lines.append("  link time per decode token (ms):")
-        for lp, ms in summary["link_ms_per_token_by_link"].items():
-            lines.append(f"    {lp:<28} {ms:10.4f}")
-    if summary.get("sram_peak_gb"):
-        lines.append("  SRAM peak (GB):")
-        for lp, gb in summary["sram_peak_gb"].items():
-            lines.append(f"    {lp:<28} {gb:10.3f}")
+    for key, title, digits in (("link_ms_per_token_by_link", "link time per decode token (ms)", 4),
+                               ("sram_peak_gb", "SRAM peak (GB)", 3)):
+        lines += _per_lp_lines(summary.get(key) or {}, title, digits)
     return "\n".join(lines)
+
+
+def _per_lp_lines(values: dict[str, float], title: str, digits: int) -> list[str]:
+    """One line per LP for a small cluster; a fleet's hundreds: the range and who is at each end."""
+    if not values:
+        return []
+    if len(values) <= MAX_LISTED:
+        width = max(28, *map(len, values))
+        return [f"  {title}:"] + [f"    {lp:<{width}} {v:10.{digits}f}" for lp, v in values.items()]
+    low, high = min(values, key=values.get), max(values, key=values.get)
+    mean = sum(values.values()) / len(values)
+    return [f"  {title}, {len(values)} LPs: min {values[low]:.{digits}f} ({low}), mean {mean:.{digits}f}, "
+            f"max {values[high]:.{digits}f} ({high})"]
