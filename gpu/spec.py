@@ -1,9 +1,10 @@
 """GPU specifications: the baseline users compare wafers against (NVIDIA H100 in a DGX).
 
 Models a GPU as HBM bandwidth, dense tensor FLOPs and a fixed cost per kernel, and a DGX
-as 8 GPUs on NVLink. The two free parameters (per-kernel overhead, per-step all-reduce
-latency) are fitted by `wafersim calibrate` to the Hot Chips 2024 DGX H100 figures and
-read from gpu/calibration.json.
+as 8 GPUs on NVLink. The free parameters (per-kernel overhead, per-step all-reduce
+latency) are fitted by `wafersim calibrate` to one documented row (FACTS "NVIDIA H100":
+NIM 2025, 70B in fp8 on 2 GPUs, 18.58 ms a token) and read from gpu/calibration.json;
+every other documented row is a prediction (`wafersim validate`).
 """
 
 from __future__ import annotations
@@ -28,15 +29,22 @@ class GpuSpec:
     node_link_bits_per_s: float  # between nodes, per node
     node_link_latency_ps: int
     kernels_per_layer: int  # kernels a decoder layer launches
-    kernel_overhead_s: float  # fitted: launch + sync per kernel
-    allreduce_step_s: float  # fitted: latency of one step of a log2(g) all-reduce
+    kernel_overhead_s: float  # fitted: launch, sync and HBM ramp of one kernel, however small
+    allreduce_step_s: float  # fitted: latency of one of the ceil(log2 g) steps of an all-reduce
+    # Power: a GPU while a step runs and while none does; the node's CPUs, NICs, NVSwitches
+    # and fans, drawn whatever the load (shared among the node's GPUs).
+    busy_w: float = 700.0
+    idle_w: float = 75.0
+    node_overhead_w: float = 4_600.0
 
     def __post_init__(self) -> None:
         for field in ("hbm_bytes", "hbm_bytes_per_s", "fp16_flops_per_s", "fp8_flops_per_s",
                       "nvlink_bytes_per_s", "gpus_per_node", "node_link_bits_per_s", "kernels_per_layer"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"GpuSpec.{field}: must be > 0, got {getattr(self, field)}")
-        for field in ("kernel_overhead_s", "allreduce_step_s", "node_link_latency_ps"):
+        if not self.busy_w >= self.idle_w:
+            raise ValueError(f"GpuSpec.busy_w: must be >= idle_w ({self.idle_w}), got {self.busy_w}")
+        for field in ("kernel_overhead_s", "allreduce_step_s", "node_link_latency_ps", "idle_w", "node_overhead_w"):
             if getattr(self, field) < 0:
                 raise ValueError(f"GpuSpec.{field}: must be >= 0, got {getattr(self, field)}")
 
@@ -59,11 +67,16 @@ H100 = GpuSpec(
     node_link_bits_per_s=8 * 400e9,  # NVIDIA DGX H100 datasheet: 8x ConnectX-7 400 Gb/s
     node_link_latency_ps=3_000_000,  # assumed like one RDMA hop in a hall (FACTS "system I/O": a few us)
     kernels_per_layer=10,  # the ops of llm.ops.decoder_layer_ops, one kernel each
-    # Calibrated (gpu/calibration.json): fitted to Llama-70B on DGX H100, HBM bandwidth
-    # used ~60% at 2 GPUs and ~25% at 8 (FACTS, Hot Chips 2024). Defaults: typical
-    # CUDA launch latency and one NVLink hop, used only until the file exists.
+    # Calibrated (gpu/calibration.json, `wafersim calibrate`): 70B in fp8 on 2 GPUs at the
+    # documented 18.58 ms a token (FACTS, NIM 2025), one all-reduce step costing what one
+    # kernel does (one row cannot tell the two apart). Defaults: a typical CUDA launch
+    # latency and one NVLink hop, used only until the file exists.
     kernel_overhead_s=_calibrated("kernel_overhead_s", 5e-6),
     allreduce_step_s=_calibrated("allreduce_step_s", 3e-6),
+    busy_w=700.0,  # FACTS "Power": H100 SXM 700 W
+    # Assumed (not in FACTS): an idle H100 SXM reads about 60-90 W; a parameter.
+    idle_w=75.0,
+    node_overhead_w=10_200.0 - 8 * 700.0,  # FACTS "Power": DGX H100 10.2 kW maximum, less its 8 GPUs
 )
 
 GPU_PRESETS: dict[str, GpuSpec] = {H100.name: H100}

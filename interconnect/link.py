@@ -27,6 +27,7 @@ class Link:
         # By (size, phase): a run sends few distinct sizes.
         self._by_size: dict[tuple[int, str | None], tuple[int, int, int]] = {}
         self.transit_ps = spec.latency_ps  # nothing crosses faster than the light does
+        self.bytes_by_request: dict[int, int] = {}  # carried for each request (energy); NULL: none
 
     def horizon_ps(self) -> int | None:
         return None  # every transfer is sent the moment it enters
@@ -51,6 +52,7 @@ class Link:
         arrive = end + self.spec.latency_ps
         rid = NULL if request_id is None else request_id
         tok = NULL if token is None else token
+        self.bytes_by_request[rid] = self.bytes_by_request.get(rid, 0) + size_bytes
         if start > now:
             self._rows.append((now, start, queue_template, rid, tok))
         self._rows.append((start, arrive, link_template, rid, tok))

@@ -18,6 +18,7 @@ class LinkSpec:
     lanes: int
     lane_bits_per_s: float
     latency_ps: int
+    energy_pj_per_bit: float = 0.0  # optics, switches and NICs along the path, per bit carried
 
     def __post_init__(self) -> None:
         if self.lanes <= 0:
@@ -26,6 +27,8 @@ class LinkSpec:
             raise ValueError(f"LinkSpec.lane_bits_per_s: must be > 0, got {self.lane_bits_per_s}")
         if self.latency_ps < 0:
             raise ValueError(f"LinkSpec.latency_ps: must be >= 0, got {self.latency_ps}")
+        if not self.energy_pj_per_bit >= 0:
+            raise ValueError(f"LinkSpec.energy_pj_per_bit: must be >= 0, got {self.energy_pj_per_bit}")
 
     @property
     def bits_per_s(self) -> float:
@@ -46,4 +49,15 @@ CS3_LANE_BITS_PER_S = 100e9
 # we take 3 us for one hop through the datacenter's switch.
 CS3_HOP_LATENCY_PS = 3_000_000
 
-CS3_LINK = LinkSpec(lanes=CS3_LANES, lane_bits_per_s=CS3_LANE_BITS_PER_S, latency_ps=CS3_HOP_LATENCY_PS)
+# Energy of a hop in a hall: one switch ASIC (Broadcom Tomahawk 5, 51.2 Tb/s at about
+# 500 W: ~10 pJ/bit, TechInsights 2022 estimate) and a pluggable optic at each end (~15
+# pJ/bit each for conventional DSP-based modules, Broadcom CPO comparison as reported by
+# chipcraft.tech 2025): about 40 pJ/bit.
+HALL_HOP_PJ_PER_BIT = 40.0
+# Between sites: a 400ZR coherent pluggable at each end (16 W for 400 Gb/s, 40 pJ/bit,
+# Infinera "Five considerations for comparing optical power consumption", 2020) and a
+# switch at each end (~10 pJ/bit each); in-line amplifiers ignored: about 100 pJ/bit.
+WAN_PJ_PER_BIT = 100.0
+
+CS3_LINK = LinkSpec(lanes=CS3_LANES, lane_bits_per_s=CS3_LANE_BITS_PER_S, latency_ps=CS3_HOP_LATENCY_PS,
+                    energy_pj_per_bit=HALL_HOP_PJ_PER_BIT)

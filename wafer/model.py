@@ -84,6 +84,7 @@ class _Profile:
     index: int  # this stage's number for the kind of pass (FifoTandem's key)
     free_delays: tuple[int, ...]  # a pass that never waits: from one event to the next
     free_shape: int  # and its record's layout, relative to its entry
+    core_ps: int  # core-time it computes: the sum over regions of service x cores (its energy)
 
 
 def _one(busy: tuple[int, ...]) -> Callable[[list[int]], tuple[int, ...]]:
@@ -122,6 +123,7 @@ class WaferStage:
         self._n_profiles = 0  # over every model: FifoTandem's key for a kind of pass
         self._pending_exits: deque[tuple[int, Pass, int]] = deque()  # (exit, pass, size) of those that will send
         self._kv_bytes_in_use = 0
+        self.core_ps_by_request: dict[int, int] = {}  # core-time computed for each request (energy)
         self._kv_releases: list[tuple[int, int]] = []  # heap of (time, bytes)
         self._kv_reserved_at: dict[int, tuple[int, int]] = {}  # request -> (start, bytes)
         self._names = {name: tracer.name(name) for name in self._trace_names()}
@@ -257,7 +259,8 @@ class WaferStage:
             template("compute", names[f"{prefix}stage"], None, total_bytes, total_flops, phase)
             if detail == "stage" else NULL,
             self._n_profiles, tuple(map(sub, free_ends, [0, *free_ends])),
-            self._tracer.pass_shape(1, tuple((0, c + start, c + end, t) for _, start, end, t, c in spans)))
+            self._tracer.pass_shape(1, tuple((0, c + start, c + end, t) for _, start, end, t, c in spans)),
+            sum(s * r.cores for s, r in zip(service, self.regions)))
         self._n_profiles += 1
         tenant.profiles[key] = profile
         return profile
@@ -279,6 +282,8 @@ class WaferStage:
         size = TOKEN_ID_BYTES if last else p.n_tokens * tenant.act_bytes
         ends = self._tandem.admit(now, profile.service_ps, profile.cum_end_ps, profile.index)
         exit_ps = now + profile.cum_end_ps[-1] if ends is None else ends[-1]
+        core_ps = self.core_ps_by_request
+        core_ps[p.request_id] = core_ps.get(p.request_id, 0) + profile.core_ps
         if self._stage_detail:
             self._rows.append((now, exit_ps, profile.stage_template, p.request_id, p.token))
             if p.final:

@@ -36,6 +36,11 @@ class WaferSpec:
     sync_cycles_per_hop: float
     reroute_cycles: int  # beta of WaferLLM's PLMR model: one software re-route
     nonlinear_cycles_per_element: float  # exp / SiLU / rsqrt, per element per core
+    # Power of the whole system (wafer, power supplies, cooling, I/O): with every core
+    # computing, and powered but with no core computing. In between it follows the share of
+    # core-time spent computing (wafer.power).
+    system_busy_w: float = 23_000.0
+    system_idle_w: float = 9_200.0
 
     def __post_init__(self) -> None:
         for field in ("mesh_width_cores", "mesh_height_cores", "sram_bytes",
@@ -46,9 +51,12 @@ class WaferSpec:
         for field in ("sram_bytes_per_s", "clock_hz", "nonlinear_cycles_per_element"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"WaferSpec.{field}: must be > 0, got {getattr(self, field)}")
-        for field in ("core_router_cycles", "reroute_cycles", "sync_cycles_per_hop"):
+        for field in ("core_router_cycles", "reroute_cycles", "sync_cycles_per_hop", "system_idle_w"):
             if getattr(self, field) < 0:
                 raise ValueError(f"WaferSpec.{field}: must be >= 0, got {getattr(self, field)}")
+        if not self.system_busy_w >= self.system_idle_w:
+            raise ValueError(f"WaferSpec.system_busy_w: must be >= system_idle_w ({self.system_idle_w}), "
+                             f"got {self.system_busy_w}")
 
     @property
     def cores(self) -> int:
@@ -92,6 +100,10 @@ WSE3 = WaferSpec(
     sync_cycles_per_hop=DEFAULT_SYNC_CYCLES_PER_HOP,
     reroute_cycles=DEFAULT_REROUTE_CYCLES,
     nonlinear_cycles_per_element=DEFAULT_NONLINEAR_CYCLES_PER_ELEMENT,
+    system_busy_w=23_000.0,  # FACTS "Power": CS-3 system about 23 kW (medium-low confidence)
+    # Assumed (no public figure): 40% of it with no core computing: SRAM and logic leakage,
+    # the clock tree, power conversion, pumps and fans, which do not follow the load.
+    system_idle_w=0.4 * 23_000.0,
 )
 
 WSE2 = WaferSpec(
@@ -111,6 +123,8 @@ WSE2 = WaferSpec(
     sync_cycles_per_hop=DEFAULT_SYNC_CYCLES_PER_HOP,
     reroute_cycles=DEFAULT_REROUTE_CYCLES,
     nonlinear_cycles_per_element=DEFAULT_NONLINEAR_CYCLES_PER_ELEMENT,
+    system_busy_w=20_000.0,  # FACTS "Power": CS-1 was 20 kW maximum; assumed for CS-2
+    system_idle_w=0.4 * 20_000.0,  # assumed, as for WSE-3
 )
 
 WAFER_PRESETS: dict[str, WaferSpec] = {spec.name: spec for spec in (WSE3, WSE2)}

@@ -112,18 +112,27 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--placement", choices=("pack", "spread", "by-site"), default="pack")
     p.add_argument("--trace", default=None, help="trace path (default: traces/NAME-seedN.arrow)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    add_price_flags(p)
+
+
+def add_price_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--price-kwh", type=float, default=None, help="USD per kWh of electricity (cost per token)")
+    p.add_argument("--price-hour", type=float, default=None,
+                   help="USD of capital per device-hour (a wafer system, a GPU)")
 
 
 def run_options(args: argparse.Namespace, name: str, seed: int):
     """RunOptions from the flags `add_run_flags` declared."""
     from cluster.commands.scenario import RunOptions
+    from cluster.results.energy import Prices
 
     backend_options = {}
     if args.backend == "ray":
         backend_options = {"address": args.address or os.environ.get("RAY_ADDRESS"), "placement": args.placement}
     lps = args.lps_per_actor if args.lps_per_actor is not None else (1 if args.backend == "ray" else None)
     return RunOptions(trace=args.trace or f"traces/{name}-seed{seed}.arrow", backend=args.backend,
-                      lps_per_partition=lps, max_window_ps=args.max_window_ps, backend_options=backend_options)
+                      lps_per_partition=lps, max_window_ps=args.max_window_ps, backend_options=backend_options,
+                      prices=Prices(args.price_kwh, args.price_hour))
 
 
 def report(run: Callable[[], tuple[dict | None, bool]]) -> int:
@@ -209,17 +218,21 @@ def main(argv: list[str] | None = None) -> int:
         # None: the SLOs the run recorded in the trace, if any; 0: no SLO.
         parser.add_argument("--slo-ttft-ms", type=float, default=None)
         parser.add_argument("--slo-tpot-ms", type=float, default=None)
+        add_price_flags(parser)
         try:
             args = parser.parse_args(rest)  # an unknown flag is an error, not a silent no-op
             if len(args.paths) != 1:
                 raise ConfigError("give one trace path")
             if any(v is not None and not v >= 0 for v in (args.slo_ttft_ms, args.slo_tpot_ms)):
                 raise ConfigError("an SLO is a number of ms, 0 or more")
+            from cluster.results.energy import Prices
+            prices = Prices(args.price_kwh, args.price_hour) \
+                if args.price_kwh is not None or args.price_hour is not None else None
         except ConfigError as exc:
             print(f"error: summary: {exc}", file=sys.stderr)
             return EXIT_USAGE
         try:
-            summary = summarize(args.paths[0], args.slo_ttft_ms, args.slo_tpot_ms)
+            summary = summarize(args.paths[0], args.slo_ttft_ms, args.slo_tpot_ms, prices)
         except (OSError, ValueError) as exc:
             print(f"error: summary: cannot read {args.paths[0]}: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -5,6 +5,7 @@ description that would run, as TOML, and runs nothing."""
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 
 from cluster.commands.cli import _Parser, add_run_flags, report, run_options
@@ -42,13 +43,12 @@ def fleet_parser(name: str, description: str) -> argparse.ArgumentParser:
 
 
 def _shares(total: int, weights: list[int]) -> list[int]:
-    """`total` split in proportion to `weights` (largest remainders), at least 1 each."""
-    whole = sum(weights)
-    raw = [total * w / whole for w in weights]
-    out = [max(1, int(r)) for r in raw]
-    for i in sorted(range(len(raw)), key=lambda i: (int(raw[i]) - raw[i], i)):
-        if sum(out) >= total:
-            break
+    """`total` split in proportion to `weights`, at least 1 each, summing to `total`: one
+    each, then the rest by largest remainder (ties to the first)."""
+    rest, whole = total - len(weights), sum(weights)
+    raw = [rest * w / whole for w in weights]
+    out = [1 + int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: (int(raw[i]) - raw[i], i))[:total - sum(out)]:
         out[i] += 1
     return out
 
@@ -73,7 +73,7 @@ def apply_flags(spec: ClusterSpec, args: argparse.Namespace) -> ClusterSpec:
     replicas = list(spec.replicas)
     for item in args.replicas:
         pipeline, eq, count = item.rpartition("=")
-        if not count.isdigit() or int(count) <= 0:
+        if not (count.isascii() and count.isdigit()) or int(count) <= 0:
             raise ConfigError(f"--replicas: expected N or PIPELINE=N with N > 0, got {item!r}")
         hits = [i for i, r in enumerate(replicas) if not eq or r.pipeline == pipeline][:1]
         if not hits:
@@ -85,8 +85,14 @@ def apply_flags(spec: ClusterSpec, args: argparse.Namespace) -> ClusterSpec:
             raise ConfigError(f"--requests: must be at least one per population ({len(users)}), got {args.requests}")
         users = [replace(u, requests=n) for u, n in zip(users, _shares(args.requests, [u.requests for u in users]))]
     if args.rate is not None:
-        whole = sum(u.rate_per_s for u in users)
-        users = [replace(u, rate_per_s=args.rate * u.rate_per_s / whole) for u in users]
+        if not (math.isfinite(args.rate) and args.rate > 0):
+            raise ConfigError(f"--rate: must be a finite number > 0 requests/s, got {args.rate}")
+        arrivals = args.arrivals or ""
+        open_loop = [u for u in users if (arrivals or u.arrivals) in ("poisson", "gamma")]
+        if not open_loop:
+            raise ConfigError("--rate: no population has Poisson or gamma arrivals to take it")
+        whole = sum(u.rate_per_s for u in open_loop)
+        users = [replace(u, rate_per_s=args.rate * u.rate_per_s / whole) if u in open_loop else u for u in users]
     per_user = {"arrivals": args.arrivals, "users": args.users, "think_time_s": args.think_time_s,
                 "burstiness_cv": args.burstiness, "prompt_tokens": args.prompt_tokens,
                 "output_tokens": args.output_tokens}

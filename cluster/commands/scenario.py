@@ -10,8 +10,9 @@ from pathlib import Path
 from cluster.engine.graph import Graph
 from cluster.fleet.build import build_cluster
 from cluster.fleet.spec import ClusterSpec, LinksSpec, PipelineSpec, ReplicaSpec, UserSpec
+from cluster.results.energy import Prices, energy_batch, energy_by_lp, request_energy_j
 from cluster.results.summary import summarize
-from cluster.results.trace import TraceVocab, TraceWriter, requests_path, tokens_path
+from cluster.results.trace import TraceVocab, TraceWriter, energy_path, requests_path, tokens_path
 from common.errors import ConfigError, ConservationError
 from gpu import GPU_PRESETS, GpuSpec
 from interconnect import CS3_LINK, SITES, LinkSpec
@@ -71,7 +72,8 @@ class ScenarioConfig:
                             () if self.on_gpu else self.sites, self.gpus, self.dtype)
         users = UserSpec("users", home, self.model, "poisson" if self.rate_per_s else "burst",
                          rate_per_s=self.rate_per_s or 1.0, requests=self.requests or self.users,
-                         prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens)
+                         prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens,
+                         arrivals_stream="arrivals")  # the stream these scenarios always drew from
         return ClusterSpec(self.scenario, (pipe,), (ReplicaSpec("ring", 1, (home,)),), (users,),
                            links=LinksSpec(link, link), seed=self.seed, detail=self.detail,
                            prefill_chunk_tokens=self.prefill_chunk_tokens, max_active=self.users)
@@ -126,6 +128,7 @@ class RunOptions:
     lps_per_partition: int | None = None  # None: in-process runs everything as one partition
     max_window_ps: int | None = None
     backend_options: dict = field(default_factory=dict)
+    prices: Prices = field(default_factory=Prices)  # for the summary's cost; the simulation ignores them
 
 
 def partition_groups(graph: Graph, lps_per_partition: int | None) -> list[list[str]]:
@@ -195,6 +198,8 @@ def run_graph(graph: Graph, vocab: TraceVocab, metadata: dict, opts: RunOptions,
     groups = partition_groups(graph, opts.lps_per_partition)
     from cluster.engine.rounds import Engine
 
+    if opts.prices != Prices():
+        metadata = {**metadata, "prices": asdict(opts.prices)}
     writer = TraceWriter(opts.trace, list(vocab.lps), metadata)
     backend = None
     try:
@@ -202,7 +207,8 @@ def run_graph(graph: Graph, vocab: TraceVocab, metadata: dict, opts: RunOptions,
         setup_s = time.perf_counter() - wall0
         engine = Engine(graph, groups, backend, writer, opts.max_window_ps)
         stats = engine.run()
-        writer.commit()
+        energies = energy_by_lp(graph.lps, engine.activity, stats.end_ps)
+        writer.commit(energy_batch(energies), request_energy_j(energies))
     except BaseException:
         writer.abort()
         raise
@@ -213,7 +219,7 @@ def run_graph(graph: Graph, vocab: TraceVocab, metadata: dict, opts: RunOptions,
     try:
         _check_sram(graph, summary)
     except ConservationError:
-        for path in (opts.trace, requests_path(opts.trace), tokens_path(opts.trace)):
+        for path in (opts.trace, requests_path(opts.trace), tokens_path(opts.trace), energy_path(opts.trace)):
             Path(path).unlink(missing_ok=True)
         raise
     wall_s = time.perf_counter() - wall0

@@ -2,7 +2,9 @@
 
 Calibration rows reproduce the points the constants were fitted on; prediction rows
 are everything else, reported as they come out. An "at most" row (a published upper
-bound) has zero error inside the bound and its overshoot in percent outside it.
+bound) has zero error inside the bound and its overshoot in percent outside it. The
+note after the table gives 70B's per-user speed on eight H100s in 16-bit and fp8, and
+where a token's time goes.
 """
 
 from __future__ import annotations
@@ -12,13 +14,19 @@ import sys
 from dataclasses import asdict, dataclass
 
 from cluster.commands.calibrate import (
-    H100_70B_HBM_UTIL,
+    H100_FACTS,
+    H100_FIT_ROW,
+    H100_FP8_OVER_FP16,
+    H100_MBU_ROWS,
     WSE3_8B_TOKENS_PER_S,
     gpu_point,
-    hbm_utilization,
     run_point,
     wafer_point,
 )
+from cluster.serving.plan import plan_gpu_pipeline
+from gpu import GpuStepCost
+from llm.config import resolve_model
+from llm.passes import Pass
 
 HOT_CHIPS = "FACTS.md: How Cerebras serves Llama 3.1 (Hot Chips 2024, launch blog Aug 2024)"
 
@@ -62,27 +70,63 @@ def validation_rows(overrides: tuple = ()) -> list[Row]:
     rows.append(row("llama3.1-8b, 1 user: WSE-3 over one cloud H100, per-user speed", "prediction", 20.0,
                     wse_8b["tokens_per_s_per_user"] / h100_8b["tokens_per_s_per_user"], "x",
                     HOT_CHIPS + ": 20x faster than cloud H100 (Azure)"))
-    for gpus, util in H100_70B_HBM_UTIL.items():
-        cfg = gpu_point("llama3.1-70b", gpus=gpus)
-        rows.append(row(f"llama-70b on DGX H100, {gpus} GPUs, 1 user: HBM bandwidth used", "calibration",
-                        100 * util, 100 * hbm_utilization(cfg, run_point(cfg)), "%",
-                        "FACTS.md: NVIDIA H100 (Hot Chips 2024)"))
+    return rows + h100_rows(overrides)
+
+
+def h100_rows(overrides: tuple = ()) -> list[Row]:
+    """Every documented H100 row at batch 1: the one the constants are fitted on, and the
+    rest as predictions, each at its own conditions."""
+    fit = H100_FIT_ROW
+    rows = [row(fit.label, "calibration", fit.published, fit.simulated(overrides), "ms", fit.source)]
+    rows += [row(r.label, "prediction", r.published, r.simulated(overrides), "%", r.source) for r in H100_MBU_ROWS]
+    speed = {dtype: run_point(gpu_point("llama3.1-70b", gpus=2, dtype=dtype, overrides=overrides))
+             ["tokens_per_s_per_user"] for dtype in ("fp16", "fp8")}
+    rows.append(row("llama-70b, 2x H100, 1 user: fp8 over fp16 per-user speed (Databricks 2023)", "prediction",
+                    H100_FP8_OVER_FP16, speed["fp8"] / speed["fp16"], "x",
+                    H100_FACTS + ": Databricks blog on quantized serving, ~late 2023 (GPU count not "
+                    "stated; 2, the fewest that hold 16-bit 70B); medium"))
     return rows
 
 
+def h100_notes(overrides: tuple = (), gpus: int = 8) -> list[str]:
+    """70B on `gpus` H100s, one user: per-user speed against the HBM ceiling, and what a
+    token's time is spent on (the step model at mid-generation context)."""
+    notes = []
+    for dtype in ("fp16", "fp8"):
+        cfg = gpu_point("llama3.1-70b", gpus=gpus, dtype=dtype, overrides=overrides)
+        speed = run_point(cfg)["tokens_per_s_per_user"]
+        model, spec = resolve_model(cfg.model), cfg.device_spec()
+        ceiling = gpus * spec.hbm_bytes_per_s / (model.parameters * (1 if dtype == "fp8" else 2))
+        ctx = cfg.prompt_tokens + cfg.output_tokens // 2
+        decode = [Pass(0, 1, "decode", 1, ctx, True, 0, False)]
+        steps = [GpuStepCost(spec, model.layer_shape, model.vocab_size, stage).step(decode)
+                 for stage in plan_gpu_pipeline(model, spec, gpus, dtype, cfg.prompt_tokens + cfg.output_tokens)]
+        stream, kernels, allreduce = (1e3 * sum(getattr(t, part) for t in steps)
+                                      for part in ("stream_s", "kernels_s", "allreduce_s"))
+        bound = ("HBM bandwidth" if stream >= kernels + allreduce else
+                 "fixed costs: per-kernel launch/sync and all-reduce latency, not HBM")
+        notes.append(f"{cfg.model}, {gpus}x H100, 1 user, {dtype}: {speed:.1f} tokens/s per user "
+                     f"(HBM ceiling {ceiling:.0f}); a token's {stream + kernels + allreduce:.2f} ms = "
+                     f"{stream:.2f} streaming weights and KV + {kernels:.2f} kernel fixed costs + "
+                     f"{allreduce:.2f} all-reduces; bound by {bound}")
+    return notes
+
+
 def format_rows(rows: list[Row]) -> str:
-    lines = [f"{'point':<72} {'role':<11} {'published':>10} {'simulated':>10} {'unit':<14} {'error %':>8}"]
+    w = max(len(r.name) for r in rows)
+    lines = [f"{'point':<{w}} {'role':<11} {'published':>10} {'simulated':>10} {'unit':<14} {'error %':>8}"]
     for r in rows:
         bound = "<= " if r.comparison == "at_most" else ""
-        lines.append(f"{r.name:<72} {r.role:<11} {bound + format(r.published, '.4g'):>10} "
+        lines.append(f"{r.name:<{w}} {r.role:<11} {bound + format(r.published, '.4g'):>10} "
                      f"{r.simulated:>10.4g} {r.unit:<14} {r.error_pct:>8.2f}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    rows = validation_rows()
+    rows, notes = validation_rows(), h100_notes()
     print(format_rows(rows))
+    print("\n".join(["", "note:", *notes]))
     if "--json" in argv:
-        print(json.dumps({"rows": [asdict(r) for r in rows]}, sort_keys=True))
+        print(json.dumps({"rows": [asdict(r) for r in rows], "notes": notes}, sort_keys=True))
     return 0

@@ -59,3 +59,4 @@ class StepResult:
     delivered: int = 0  # received since the last report
     problems: list[str] = field(default_factory=list)  # broken conservation laws, at finish
     next_timer_ps: int | None = None  # the next event that is not a message delivery
+    activity: dict[str, dict] = field(default_factory=dict)  # at finish: what each device did (energy)

@@ -147,7 +147,7 @@ class Partition:
         outbox, self._outbox[:] = list(self._outbox), []
         result = StepResult(outbox, self._next_event(), self._horizons(), self.env.now, batches,
                             events=events, messages=self.messages, delivered=self.delivered,
-                            next_timer_ps=self.env._queue[0][0] if self.env._queue else None)
+                            next_timer_ps=self._next_timer())
         self.messages = self.delivered = 0
         return result
 
@@ -167,7 +167,7 @@ class Partition:
             # after every timer (URGENT, NORMAL) at one instant: the timers at `until_ps` are
             # safe. That is what lets a wafer send at its horizon to an LP that answers at
             # once over a zero-latency channel (a one-stage replica and its frontend).
-            if not heap or heap[0][0] > until_ps or (heap[0][0] == until_ps and heap is mail):
+            if not heap or heap[0][0] > until_ps or (heap[0][0] == until_ps and heap[0][1] >= _MESSAGE_PRIORITY_BASE):
                 return done
             env._now, _, _, event = pop(heap)
             callbacks, event.callbacks = event.callbacks, None
@@ -189,8 +189,15 @@ class Partition:
                 if table is not None:
                     tables.append(table)
         problems = [f"{name}: {p}" for name, c in self._components.items() for p in getattr(c, "conservation", list)()]
+        activity = {name: c.activity() for name, c in self._components.items() if hasattr(c, "activity")}
         return StepResult([], self._next_event(), {}, self.env.now, self._drain(final=True), requests, tokens,
-                          messages=self.messages, delivered=self.delivered, problems=problems)
+                          messages=self.messages, delivered=self.delivered, problems=problems, activity=activity)
+
+    def _next_timer(self) -> int | None:
+        """The next event that may run at a window's edge: a timer, not a delivery (nor an
+        event a model put after deliveries, priority >= 2)."""
+        queue = self.env._queue
+        return queue[0][0] if queue and queue[0][1] < _MESSAGE_PRIORITY_BASE else None
 
     def _next_event(self) -> int | None:
         heads = [heap[0][0] for heap in (self.env._queue, self._mail) if heap]

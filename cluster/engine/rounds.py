@@ -47,6 +47,7 @@ class Engine:
         self.backend, self.sink, self.max_window_ps = backend, trace_sink, max_window_ps
         self.stats = RunStats()
         self.problems: list[str] = []
+        self.activity: dict[str, dict] = {}  # per LP, at the end: what its device did (energy)
 
     def _absorb(self, results: dict[int, StepResult], state: dict) -> list[Message]:
         outbox: list[Message] = []
@@ -65,6 +66,7 @@ class Engine:
             self.stats.messages += result.messages
             self.stats.delivered += result.delivered
             self.problems += result.problems
+            self.activity.update(result.activity)
             outbox += result.outbox
         return outbox
 
@@ -102,6 +104,9 @@ class Engine:
                 raise SimError(f"engine: no partition can advance at {earliest} ps (windows {until})")
             self.stats.sync_wall_s += time.perf_counter() - t0
             results = self.backend.advance(calls)
+            if not any(r.events for r in results.values()):
+                raise SimError(f"engine: no progress at {earliest} ps: partitions {sorted(calls)} were due but ran "
+                               f"nothing (an event beyond the simulated clock's end?)")
             t1 = time.perf_counter()
             for p, (u, _) in calls.items():
                 reached[p] = u

@@ -12,6 +12,7 @@ and its LPs keep their plain names (`frontend`, `wafer0`, ...).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from cluster.serving.router import ReplicaInfo, RouterConfig, replica_port, user
 from cluster.serving.users import ClosedLoop, UsersConfig
 from cluster.serving.workload import Request, arrival_times_ps, rng_for
 from common.errors import ConfigError
-from common.units import ps_from_s
+from common.units import PS_PER_S, ps_from_s
 from gpu import GPU_PRESETS, GpuSpec
 from interconnect import SITES, LinkSpec, fibre_latency_ps
 from llm.config import LlamaConfig, resolve_model
@@ -68,19 +69,16 @@ def _stage_link(spec: ClusterSpec, a: str, b: str) -> LinkSpec:
     return base.with_latency(base.latency_ps + fibre_latency_ps(SITES[a], SITES[b]))
 
 
-def _kv_tokens(spec: ClusterSpec, model: LlamaConfig) -> int:
+def _kv_tokens(spec: ClusterSpec, model: LlamaConfig, longest: dict[str, int]) -> int:
     """With a cap on requests in service, the KV every region must hold for that many
     of the longest requests of `model` (the planner refuses what does not fit); 0: the
     stages size their regions for whatever SRAM the weights leave (admission by bytes)."""
-    if not spec.max_active:
-        return 0
-    ctx = max((u.prompt_tokens + u.output_tokens for u in spec.users if resolve_model(u.model).name == model.name),
-              default=0)
-    return spec.max_active * ctx
+    return spec.max_active * longest.get(model.name, 0)
 
 
-def _wafer_stages(spec: ClusterSpec, pipe: PipelineSpec, device: WaferSpec, models: list[LlamaConfig]) -> _Stages:
-    plans = [plan_pipeline(m, device, pipe.wafers, _kv_tokens(spec, m)) for m in models]
+def _wafer_stages(spec: ClusterSpec, pipe: PipelineSpec, device: WaferSpec, models: list[LlamaConfig],
+                  longest: dict[str, int]) -> _Stages:
+    plans = [plan_pipeline(m, device, pipe.wafers, _kv_tokens(spec, m, longest)) for m in models]
     weights = [sum(p.stages[w].weight_bytes for p in plans) for w in range(pipe.wafers)]
     for w, total in enumerate(weights):
         if total > device.sram_bytes:
@@ -95,7 +93,7 @@ def _wafer_stages(spec: ClusterSpec, pipe: PipelineSpec, device: WaferSpec, mode
         shares = sum(b[w] for b in per_token)
         # Regions hold the KV cache they serve: sized for every byte the weights leave, split
         # among the models in proportion to their bytes per token (or the cap's reservation).
-        fill = [_kv_tokens(spec, m) or (capacity[w] // shares if shares else 0) for m in models]
+        fill = [_kv_tokens(spec, m, longest) or (capacity[w] // shares if shares else 0) for m in models]
         last = w == pipe.wafers - 1
         tenants = tuple(CoTenant(m.name, m.layer_shape, m.vocab_size, p.stages[w].units, last, fill[k + 1])
                         for k, (p, m) in enumerate(zip(plans[1:], models[1:])))
@@ -107,11 +105,12 @@ def _wafer_stages(spec: ClusterSpec, pipe: PipelineSpec, device: WaferSpec, mode
                    KvBudget(per_token, capacity), tuple(m.name for m in models), units)
 
 
-def _gpu_stages(spec: ClusterSpec, pipe: PipelineSpec, device: GpuSpec, models: list[LlamaConfig]) -> _Stages:
+def _gpu_stages(spec: ClusterSpec, pipe: PipelineSpec, device: GpuSpec, models: list[LlamaConfig],
+                longest: dict[str, int]) -> _Stages:
     if len(models) > 1:
         raise ConfigError(f"pipelines: {pipe.name}: GPU pipelines serve one model")
     model = models[0]
-    plans = plan_gpu_pipeline(model, device, pipe.gpus, pipe.dtype, _kv_tokens(spec, model))
+    plans = plan_gpu_pipeline(model, device, pipe.gpus, pipe.dtype, _kv_tokens(spec, model, longest))
     weight_bytes = model.parameters * (1 if pipe.dtype == "fp8" else 2) // len(plans)
     capacity = tuple(int(pipe.gpus * device.hbm_bytes * GPU_MEMORY_UTILIZATION) - weight_bytes for _ in plans)
     per_token = (tuple(len(p.layers) * model.layer_shape.kv_bytes_per_token for p in plans),)
@@ -125,21 +124,34 @@ def _population_requests(spec: ClusterSpec, index: int, u: UserSpec, model: str,
                          first_session: int) -> list[Request]:
     """An open-loop population's requests, ids from `first_id`, arrivals scaled by
     `time_scale`. Rows of a request file may name their own model, site and session."""
-    stream = "arrivals" if index == 0 else f"arrivals:{u.name}"
-    rng = rng_for(spec.seed, stream)
+    rng = rng_for(spec.seed, u.arrivals_stream or f"arrivals:{u.name}")
+    at = f"users[{index}]"
     if u.arrivals in ("poisson", "gamma", "burst"):
         times = [0] * u.requests if u.arrivals == "burst" else \
             arrival_times_ps(u.arrivals, u.requests, u.rate_per_s, u.burstiness_cv, rng).tolist()
         sessions = rng_for(spec.seed, f"sessions:{u.name}").integers(u.sessions, size=u.requests).tolist() \
             if u.sessions else [-1] * u.requests
-        return [Request(first_id + i, int(t * spec.time_scale) if spec.time_scale != 1 else int(t),
-                        u.prompt_tokens, u.output_tokens, model, u.site, s if s < 0 else first_session + s)
-                for i, (t, s) in enumerate(zip(times, sessions))]
+        return [Request(first_id + i, _scaled_ps(spec, t, at), u.prompt_tokens, u.output_tokens, model, u.site,
+                        s if s < 0 else first_session + s) for i, (t, s) in enumerate(zip(times, sessions))]
     rows = read_request_file(u.arrivals)[:u.requests]
-    return [Request(first_id + i, ps_from_s(r.arrival_s * spec.time_scale), r.prompt_tokens, r.output_tokens,
+    return [Request(first_id + i, _scaled_ps(spec, ps_from_s(r.arrival_s), at), r.prompt_tokens, r.output_tokens,
                     resolve_model(r.model).name if r.model else model, r.user_site or u.site,
                     -1 if r.session is None else first_session + r.session)
             for i, r in enumerate(rows)]
+
+
+# Arrivals and think times beyond this are refused: the engine's clock runs to 2^62 ps
+# (53 days) and a run must end well before it.
+MAX_ARRIVAL_PS = 1 << 60
+
+
+def _scaled_ps(spec: ClusterSpec, t_ps: int, at: str) -> int:
+    """An arrival time stretched by `time_scale`, rounded up like every duration."""
+    scaled = t_ps if spec.time_scale == 1 else math.ceil(t_ps * spec.time_scale)
+    if scaled > MAX_ARRIVAL_PS:
+        raise ConfigError(f"{at}: an arrival at {scaled / PS_PER_S:.3g} s (time_scale {spec.time_scale}) is beyond "
+                          f"the {MAX_ARRIVAL_PS / PS_PER_S:.3g} s a run can simulate")
+    return scaled
 
 
 def _check_sites(what: str, sites: list[str]) -> None:
@@ -156,15 +168,8 @@ def build_cluster(spec: ClusterSpec, devices: Mapping[str, WaferSpec | GpuSpec] 
     channels: list[Channel] = []
     routed = bool(spec.routers)
 
-    # Pipelines, planned once each.
-    stages: dict[str, _Stages] = {}
-    for pipe in spec.pipelines:
-        device, models = devices[pipe.device], [resolve_model(m) for m in pipe.models]
-        planner = _gpu_stages if isinstance(device, GpuSpec) else _wafer_stages
-        stages[pipe.name] = planner(spec, pipe, device, models)
-    pipelines = {p.name: p for p in spec.pipelines}
-
     # Replicas: (name, pipeline, site), in description order.
+    pipelines = {p.name: p for p in spec.pipelines}
     replicas: list[tuple[str, PipelineSpec, str]] = []
     for r in spec.replicas:
         done = sum(1 for _, p, _ in replicas if p.name == r.pipeline)
@@ -175,6 +180,7 @@ def build_cluster(spec: ClusterSpec, devices: Mapping[str, WaferSpec | GpuSpec] 
 
     # Users.
     requests: list[tuple[UserSpec, list[Request]]] = []
+    longest: dict[str, int] = {}  # per model, the longest context asked for (prompt + output)
     first_id = first_session = 0
     closed: dict[str, ClosedLoop] = {}
     for i, u in enumerate(spec.users):
@@ -182,15 +188,28 @@ def build_cluster(spec: ClusterSpec, devices: Mapping[str, WaferSpec | GpuSpec] 
         if u.arrivals == "closed":
             if not routed:
                 raise ConfigError(f"users[{i}].arrivals: closed-loop users need a router; add [[routers]]")
-            closed[u.name] = ClosedLoop(u.users, ps_from_s(u.think_time_s), u.requests, first_id,
-                                        u.prompt_tokens, u.output_tokens, first_session)
+            think_ps = _scaled_ps(spec, ps_from_s(u.think_time_s), f"users[{i}].think_time_s")
+            closed[u.name] = ClosedLoop(u.users, think_ps, u.requests, first_id, u.prompt_tokens, u.output_tokens,
+                                        first_session)
             reqs: list[Request] = []
             first_id, first_session = first_id + u.requests, first_session + u.users
+            longest[model] = max(longest.get(model, 0), u.prompt_tokens + u.output_tokens)
         else:
             reqs = _population_requests(spec, i, u, model, first_id, first_session)
             _check_sites(f"users[{i}].arrivals: {u.arrivals}: user_site", sorted({r.user_site for r in reqs}))
-            first_id, first_session = first_id + len(reqs), first_session + u.sessions
+            # a file's sessions are its own: the next population's start after its highest
+            first_session += max([u.sessions] + [r.session - first_session + 1 for r in reqs if r.session >= 0])
+            first_id += len(reqs)
+            for r in reqs:
+                longest[r.model] = max(longest.get(r.model, 0), r.prompt_tokens + r.output_tokens)
         requests.append((u, reqs))
+
+    # Pipelines, planned once each.
+    stages: dict[str, _Stages] = {}
+    for pipe in spec.pipelines:
+        device, models = devices[pipe.device], [resolve_model(m) for m in pipe.models]
+        planner = _gpu_stages if isinstance(device, GpuSpec) else _wafer_stages
+        stages[pipe.name] = planner(spec, pipe, device, models, longest)
 
     replica_sites = tuple((name, site) for name, _, site in replicas)
     if routed:
@@ -262,5 +281,8 @@ def _graph(lps: list[tuple[str, str, object]], channels: list[Channel]) -> tuple
         names.update(tracer.seen_names)
     vocab = TraceVocab(tuple(lp.name for lp in specs), tuple(dict.fromkeys(site for _, site, _ in lps)),
                        tuple(sorted(names)))
-    return Graph(tuple(specs), tuple(channels)), vocab
+    try:
+        return Graph(tuple(specs), tuple(channels)), vocab
+    except ValueError as exc:  # a zero-latency cycle: conservative synchronization could not advance
+        raise ConfigError(f"links: {exc}; give the links a latency > 0") from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from interconnect import CS3_LINK, LinkSpec
+from interconnect.spec import WAN_PJ_PER_BIT
 
 ROUTER_POLICIES = ("round-robin", "least-outstanding", "nearest-site", "most-free-kv", "session-affinity")
 ARRIVALS = ("poisson", "gamma", "closed", "burst")  # or a path to a request file (CSV, Arrow, Parquet)
@@ -65,8 +66,8 @@ class UserSpec:
     coefficient of variation, 1 is Poisson, above 1 bursty), "closed" (`users` users, each
     sending its next request `think_time_s` (exponential mean) after the last one ends),
     "burst" (every request at t=0), or the path of a request file (its rows may name their
-    own model, site and session). Random streams are named: the first population draws
-    its arrivals from the run's stream "arrivals", the others from "arrivals:NAME".
+    own model, site and session). Random streams are named, never numbered: arrivals come
+    from "arrivals:NAME" unless `arrivals_stream` names another.
     `requests` caps the requests sent in all. `router`: which router they reach (empty:
     the nearest). `sessions` > 0 gives each request a session id drawn from that many
     (what session affinity routes by)."""
@@ -84,12 +85,13 @@ class UserSpec:
     output_tokens: int = 256
     router: str = ""
     sessions: int = 0
+    arrivals_stream: str = ""  # the name of its arrivals' random stream (default: "arrivals:NAME")
 
 
 # FACTS "system I/O" gives the wafer's 12 x 100 GbE; between sites we assume the same
 # ports reach a carrier's wavelength, and add one switch hop at each end to the fibre.
 WAN_LINK = LinkSpec(lanes=CS3_LINK.lanes, lane_bits_per_s=CS3_LINK.lane_bits_per_s,
-                    latency_ps=2 * CS3_LINK.latency_ps)
+                    latency_ps=2 * CS3_LINK.latency_ps, energy_pj_per_bit=WAN_PJ_PER_BIT)
 
 
 @dataclass(frozen=True)

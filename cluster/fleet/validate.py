@@ -26,6 +26,8 @@ from wafer.spec import WAFER_PRESETS
 
 __all__ = ["validate_cluster"]
 
+MAX_REQUESTS = 10_000_000  # a population's requests are made before the run: bound the memory
+
 
 def _fail(path: str, problem: str) -> None:
     raise ConfigError(f"{path}: {problem}")
@@ -217,6 +219,9 @@ def validate_cluster(spec: ClusterSpec) -> None:
             _at_least(f"{at}.users", u.users, 1)
         _at_least(f"{at}.think_time_s", u.think_time_s, 0)
         _at_least(f"{at}.requests", u.requests, 1)
+        if u.requests > MAX_REQUESTS or u.users > MAX_REQUESTS:
+            _fail(f"{at}.requests", f"at most {MAX_REQUESTS:,} requests and users a population, "
+                                    f"got {max(u.requests, u.users):,}")
         _at_least(f"{at}.prompt_tokens", u.prompt_tokens, 1)
         _at_least(f"{at}.output_tokens", u.output_tokens, 1)
         _at_least(f"{at}.sessions", u.sessions, 0)

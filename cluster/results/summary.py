@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 
 from cluster.results import metrics
-from cluster.results.trace import int_values, requests_path, tokens_path
+from cluster.results.energy import Prices, energy_summary
+from cluster.results.trace import energy_path, int_values, requests_path, tokens_path
 from common.units import PS_PER_MS, PS_PER_S
 
 MAX_LISTED = 24  # more replicas or LPs than this: a summary line, not a list
@@ -103,9 +104,11 @@ def _itl(spans_path: Path, req: metrics.Requests) -> np.ndarray | None:
                           keep=req.request_id[req.completed])
 
 
-def summarize(spans_path: str | Path, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:
+def summarize(spans_path: str | Path, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None,
+              prices: Prices | None = None) -> dict:
     """Request latencies, goodput, per-group and per-replica figures, throughput, link
-    share and SRAM peaks from a trace. An SLO left None comes from the trace's metadata."""
+    share, SRAM peaks, energy and cost from a trace. An SLO or a price left None comes from
+    the trace's metadata."""
     spans_path = Path(spans_path)
     meta, batches = _read(requests_path(spans_path))
     req = metrics.Requests.from_batches(batches)
@@ -140,6 +143,8 @@ def summarize(spans_path: str | Path, slo_ttft_ms: float | None = None, slo_tpot
         **spans,
         "trace": str(spans_path),
     })
+    tokens = int(req.output_tokens[req.completed].sum())
+    out.update(energy_summary(energy_path(spans_path), tokens, out["sim_time_s"], meta, prices))
     return out
 
 

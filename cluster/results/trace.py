@@ -46,12 +46,19 @@ REQUEST_SCHEMA = pa.schema([
     ("output_tokens", pa.int32()), ("ttft_ps", pa.int64()), ("tpot_ps", pa.int64()),
     ("model", _DICT), ("user_site", _DICT), ("replica", _DICT), ("replica_site", _DICT),
     ("session", pa.int64()), ("queue_ps", pa.int64()), ("e2e_ps", pa.int64()), ("tokens", pa.int32()),
-    ("status", _DICT), ("reason", _DICT),
+    ("status", _DICT), ("reason", _DICT), ("energy_j", pa.float64()),
 ])
 STATUSES = ("completed", "rejected")
 
 # One row per output token, when it reached the user: inter-token latencies come from here.
 TOKEN_SCHEMA = pa.schema([("request_id", pa.int64()), ("token", pa.int32()), ("time_ps", pa.int64())])
+
+# One row per device LP (wafer, GPU group, link): its energy over the run, split into the
+# idle floor and what its work added; `idle_w` and `peak_w` bound its average power.
+ENERGY_SCHEMA = pa.schema([
+    ("lp", _DICT), ("datacenter", _DICT), ("device", _DICT), ("devices", pa.int32()), ("idle_w", pa.float64()),
+    ("peak_w", pa.float64()), ("idle_j", pa.float64()), ("dynamic_j", pa.float64()), ("energy_j", pa.float64()),
+])
 
 
 def requests_path(spans_path: str | Path) -> Path:
@@ -62,6 +69,23 @@ def requests_path(spans_path: str | Path) -> Path:
 def tokens_path(spans_path: str | Path) -> Path:
     p = Path(spans_path)
     return p.with_name(f"{p.stem}.tokens{p.suffix}")
+
+
+def energy_path(spans_path: str | Path) -> Path:
+    p = Path(spans_path)
+    return p.with_name(f"{p.stem}.energy{p.suffix}")
+
+
+def float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A float64 column as numpy, from its buffers (to_numpy would import pandas)."""
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    return np.concatenate([np.frombuffer(c.buffers()[1], np.float64, len(c), c.offset * 8) for c in chunks]
+                          or [np.zeros(0)])
+
+
+def float_array(values: np.ndarray) -> pa.Array:
+    values = np.ascontiguousarray(values, np.float64)
+    return pa.Array.from_buffers(pa.float64(), len(values), [None, pa.py_buffer(values)])
 
 
 _KIND_CODES = {kind: i for i, kind in enumerate(KINDS)}
@@ -111,6 +135,8 @@ def table_batch(schema: pa.Schema, columns: list[list]) -> pa.RecordBatch:
             code = {v: i for i, v in enumerate(vocab)}
             codes = np.array([NULL if v is None else code[v] for v in values], np.int32)
             arrays.append(pa.DictionaryArray.from_arrays(int_array(codes, pa.int32()), string_array(tuple(vocab))))
+        elif f.type == pa.float64():
+            arrays.append(float_array(np.array([np.nan if v is None else v for v in values], np.float64)))
         else:
             arrays.append(int_array(np.array([NULL if v is None else v for v in values], np.int64), f.type))
     return pa.record_batch(arrays, schema=schema)
@@ -347,6 +373,8 @@ class RowEncoder:
 def _column_values(batches: list[pa.RecordBatch], i: int, f: pa.Field) -> np.ndarray:
     """Column `i` of every batch as one numpy array: ints (NULL for nulls), or objects
     (str or None) for a dictionary column, whose batches each have their own dictionary."""
+    if f.type == pa.float64():
+        return np.concatenate([float_values(b.column(i)) for b in batches] or [np.zeros(0)])
     if not pa.types.is_dictionary(f.type):
         return np.concatenate([int_values(b.column(i)) for b in batches] or [np.zeros(0, np.int64)])
     parts = []
@@ -397,13 +425,16 @@ class TraceWriter:
                         writer.write_batch(batch)
 
     def _write_table(self, out: Path, schema: pa.Schema, batches: list[pa.RecordBatch],
-                     order_by: tuple[str, ...]) -> None:
+                     order_by: tuple[str, ...], energy_j: dict[int, float] | None = None) -> None:
         """One table from the LPs' batches, in the order of `order_by` (request id first):
         independent of which LP or process produced which row. Numpy only: pyarrow.compute
         costs a run a thirtieth of a second to import."""
         columns = [_column_values(batches, i, f) for i, f in enumerate(schema)]
         names = schema.names
-        order = np.lexsort([columns[names.index(k)] for k in reversed(order_by)]) if len(columns[0]) else []
+        if energy_j is not None:
+            columns[names.index("energy_j")] = np.array([energy_j.get(int(r), 0.0) for r in columns[0]], np.float64)
+        order = np.lexsort([columns[names.index(k)] for k in reversed(order_by)]) \
+            if len(columns[0]) and order_by else np.arange(len(columns[0]))
         arrays = []
         for values, f in zip(columns, schema):
             values = values[order]
@@ -414,20 +445,27 @@ class TraceWriter:
                 if vocab:
                     codes[values != None] = np.searchsorted(np.array(vocab, object), present)  # noqa: E711
                 arrays.append(pa.DictionaryArray.from_arrays(int_array(codes, pa.int32()), string_array(tuple(vocab))))
+            elif f.type == pa.float64():
+                arrays.append(float_array(values))
             else:
                 arrays.append(int_array(values, f.type))
         table = pa.Table.from_arrays(arrays, schema=schema.with_metadata(self._meta))
         with pa.ipc.new_file(str(out), table.schema) as writer:
             writer.write_table(table, max_chunksize=BATCH_ROWS)
 
-    def commit(self) -> None:
-        """Write both files under temporary names, then rename them into place."""
+    def commit(self, energy: pa.RecordBatch | None = None, request_energy_j: dict[int, float] | None = None) -> None:
+        """Write every file under a temporary name, then rename them into place. `energy`:
+        the per-device table; `request_energy_j` fills the requests' `energy_j` column."""
         spans_tmp = self._spool_dir / "spans.arrow"
         req_tmp = self._spool_dir / "requests.arrow"
         tok_tmp = self._spool_dir / "tokens.arrow"
+        energy_tmp = self._spool_dir / "energy.arrow"
         self._write_spans(spans_tmp)
-        self._write_table(req_tmp, REQUEST_SCHEMA, self._requests, ("request_id",))
+        self._write_table(req_tmp, REQUEST_SCHEMA, self._requests, ("request_id",), request_energy_j)
         self._write_table(tok_tmp, TOKEN_SCHEMA, self._tokens, ("request_id", "token"))
+        if energy is not None:
+            self._write_table(energy_tmp, ENERGY_SCHEMA, [energy], ())
+            os.replace(energy_tmp, energy_path(self.path))
         os.replace(tok_tmp, tokens_path(self.path))
         os.replace(req_tmp, requests_path(self.path))
         os.replace(spans_tmp, self.path)

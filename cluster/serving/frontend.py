@@ -278,6 +278,6 @@ def requests_table(outcomes: list[RequestOutcome]) -> pa.RecordBatch:
                      q.model or None, q.user_site or None, o.replica, o.replica_site,
                      None if q.session < 0 else q.session, o.queue_ps,
                      o.finish_ps - o.arrival_ps if done else None, o.tokens,
-                     "completed" if o.reason is None else "rejected", o.reason))
+                     "completed" if o.reason is None else "rejected", o.reason, None))
     columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in REQUEST_SCHEMA]
     return table_batch(REQUEST_SCHEMA, columns)

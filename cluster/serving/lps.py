@@ -22,6 +22,9 @@ class WaferLP(WaferStage):
     def on_message(self, msg: Message) -> None:
         self.receive(msg.payload)
 
+    def activity(self) -> dict:
+        return {"core_ps_by_request": self.core_ps_by_request}
+
     def conservation(self) -> list[str]:
         """No KV cache left reserved once every request is done."""
         held = sorted(self._kv_reserved_at)
@@ -32,6 +35,9 @@ class LinkLP(Link):
     def on_message(self, msg: Message) -> None:
         p = msg.payload
         self.receive(p, msg.size_bytes, p.request_id, p.token, p.phase)
+
+    def activity(self) -> dict:
+        return {"bytes_by_request": self.bytes_by_request}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,9 @@ class LinkConfig:
 class GpuLP(GpuStage):
     def on_message(self, msg: Message) -> None:
         self.receive(msg.payload)
+
+    def activity(self) -> dict:
+        return {"busy_ps_by_request": self.busy_ps_by_request}
 
 
 @dataclass(frozen=True)

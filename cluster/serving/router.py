@@ -10,10 +10,13 @@ Policies order the replicas serving the request's model; the first that fits get
 - least-outstanding: fewest requests sent and not finished;
 - nearest-site: lowest latency from the router, then fewest outstanding;
 - most-free-kv: most KV-cache bytes free;
-- session-affinity: a session's first request goes to the least outstanding replica and
-  every later one waits for that replica.
+- session-affinity: a session's first request goes to the least outstanding replica that
+  fits and every later one of that model waits for that replica (unless it could never fit
+  there: then it goes where it fits, as a first request would).
 Ties are broken by replica order (the cluster description's), never by chance.
 Ignores: health checks, retries, load reports from replicas (the router counts itself).
+Several routers over one replica each count only what they sent: together they may send
+it more than it has room for, and the excess waits at the replica, not at a router.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class Router:
         self._kv_in_use = [[0] * len(r.kv.capacity_bytes) for r in reps]
         self._outstanding = [0] * len(reps)
         self._cursor: dict[str, int] = {}  # round-robin, per model
-        self._affinity: dict[int, int] = {}  # session -> replica
+        self._affinity: dict[tuple[str, int], int] = {}  # (model, session) -> replica
         # per model, first come first served: (request, users port, arrived)
         self._waiting: dict[str, deque[tuple[Request, str, int]]] = {m: deque() for m in sorted(self._by_model)}
         self._routes: dict[int, tuple[str, int, int, int]] = {}  # id -> (users port, replica, model, tokens)
@@ -145,9 +148,16 @@ class Router:
             need = r.kv.need(r.models.index(req.model), tokens)
             if all(u + n <= c for u, n, c in zip(self._kv_in_use[i], need, r.kv.capacity_bytes)):
                 return i
-            if self.config.policy == "session-affinity" and req.session >= 0:
-                return None  # sticky: wait for its replica
+            if self._sticky(req, i, tokens):
+                return None  # wait for its replica
         return None
+
+    def _sticky(self, req: Request, i: int, tokens: int) -> bool:
+        """Session affinity: a bound session waits for its replica, if it can ever fit there."""
+        if self.config.policy != "session-affinity" or self._affinity.get((req.model, req.session)) != i:
+            return False
+        r = self.config.replicas[i]
+        return tokens <= r.kv.max_tokens(r.models.index(req.model))
 
     def _send(self, req: Request, port: str, arrived: int, i: int) -> None:
         now = self.env.now
@@ -159,7 +169,7 @@ class Router:
         self._routes[req.request_id] = (port, i, model, tokens)
         self._cursor[req.model] = i
         if req.session >= 0:
-            self._affinity.setdefault(req.session, i)
+            self._affinity.setdefault((req.model, req.session), i)
         if now > arrived:
             self._rows.append((arrived, now, self._queue_template, req.request_id, NULL))
         self._ports[replica_port(r.name)](RouteRequest(req, now - arrived), now,
@@ -185,9 +195,9 @@ class Router:
                       key=lambda i: (-(sum(reps[i].kv.capacity_bytes) - sum(self._kv_in_use[i])), i))
 
     def _affine(self, req: Request) -> list[int]:
-        if req.session >= 0 and req.session in self._affinity:
-            return [self._affinity[req.session]]
-        return self._least_outstanding(req)
+        bound = self._affinity.get((req.model, req.session)) if req.session >= 0 else None
+        rest = self._least_outstanding(req)
+        return rest if bound is None else [bound] + [i for i in rest if i != bound]
 
     # -- tokens back -------------------------------------------------------------------
     def _on_token(self, token: Token) -> None:

@@ -51,7 +51,10 @@ def test_flags_override_the_file_and_dump_config_round_trips(tmp_path):
     (["--replicas", "0"], "--replicas: expected N or PIPELINE=N"),
     (["--router", "random"], "routers[0].policy: unknown policy 'random'"),
     (["--model", "llama3.1-405b"], "--model: llama3.1-405b is not served"),
-    (["--rate", "-5"], "users[0].rate_per_s: must be > 0"),
+    (["--rate", "-5"], "--rate: must be a finite number > 0"),
+    (["--replicas", "²"], "--replicas: expected N or PIPELINE=N"),
+    (["--requests", "1000000000000"], "at most 10,000,000 requests"),
+    (["--time-scale", "1e12"], "is beyond the"),
     (["--arrivals", "nowhere.csv"], "users[0].arrivals: 'nowhere.csv' is neither"),
     (["--config", "missing.toml"], "missing.toml"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
@@ -71,3 +74,12 @@ def test_a_bad_request_file_row_is_refused_by_number(tmp_path):
     proc = run_cli("run", "fleet", "--arrivals", str(requests), "--model", "llama3.1-8b", "--trace",
                    str(tmp_path / "t.arrow"), check=False)
     assert proc.returncode == 2 and "row 2: output_tokens" in proc.stderr
+
+
+def test_totals_from_flags_are_shared_exactly():
+    tomllib = pytest.importorskip("tomllib")
+
+    dumped = run_cli("run", "fleet", "--requests", "7", "--rate", "90", "--dump-config").stdout
+    users = tomllib.loads(dumped)["users"]
+    assert sum(u.get("requests", 100) for u in users) == 7
+    assert sum(u["rate_per_s"] for u in users) == pytest.approx(90)

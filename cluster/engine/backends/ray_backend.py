@@ -82,7 +82,8 @@ class RayBackend:
             options = self._placement_options(placement, groups, sites)
             run_id = uuid.uuid4().hex[:8]
             for group, opts in zip(groups, options):
-                cls = WaferActor if any(n.startswith("wafer") for n in group) else InterconnectActor
+                holds_device = any(n.rpartition(".")[2].startswith(("wafer", "dgx")) for n in group)
+                cls = WaferActor if holds_device else InterconnectActor
                 label = "+".join(group)
                 actor = cls.options(name=f"{run_id}:{label}", **opts).remote(graph, group, vocab)
                 self._actors.append(actor)

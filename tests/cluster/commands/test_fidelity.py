@@ -5,6 +5,7 @@ import json
 import pytest
 
 from cluster.commands.calibrate import (
+    H100_FIT_ROW,
     WSE3_8B_TOKENS_PER_S,
     fit_gpu,
     fit_wafer,
@@ -14,6 +15,7 @@ from cluster.commands.calibrate import (
     wafer_point,
 )
 from gpu import H100
+from gpu.spec import CALIBRATION_FILE as GPU_CALIBRATION_FILE
 from llm.config import MODEL_PRESETS
 from tests.conftest import run_cli
 from wafer.spec import CALIBRATION_FILE, WSE3
@@ -24,9 +26,13 @@ def test_checked_in_calibration_is_the_fit():
     stored = json.loads(CALIBRATION_FILE.read_text())["constants"]["sync_cycles_per_hop"]
     assert WSE3.sync_cycles_per_hop == stored
     assert fit_wafer()["constants"]["sync_cycles_per_hop"] == pytest.approx(stored, rel=1e-3)
-    gpu = fit_gpu()["constants"]
-    assert gpu["kernel_overhead_s"] == pytest.approx(H100.kernel_overhead_s, rel=1e-3)
-    assert gpu["allreduce_step_s"] == pytest.approx(H100.allreduce_step_s, rel=1e-3)
+    stored_gpu = json.loads(GPU_CALIBRATION_FILE.read_text())
+    assert H100.kernel_overhead_s == stored_gpu["constants"]["kernel_overhead_s"]
+    assert H100.allreduce_step_s == stored_gpu["constants"]["allreduce_step_s"]
+    gpu = fit_gpu()
+    assert gpu["constants"]["kernel_overhead_s"] == pytest.approx(H100.kernel_overhead_s, rel=1e-3)
+    assert gpu["constants"]["allreduce_step_s"] == pytest.approx(H100.allreduce_step_s, rel=1e-3)
+    assert gpu["fit"]["inputs"] == stored_gpu["fit"]["inputs"]
 
 
 def test_a_faster_clock_speeds_predictions_and_the_fit_absorbs_it():
@@ -39,6 +45,18 @@ def test_a_faster_clock_speeds_predictions_and_the_fit_absorbs_it():
     refit = fit_wafer(faster)
     assert refit["fit"]["simulated_tokens_per_s"] == pytest.approx(WSE3_8B_TOKENS_PER_S, rel=1e-3)
     assert refit["constants"]["sync_cycles_per_hop"] > WSE3.sync_cycles_per_hop
+
+
+def test_faster_hbm_speeds_gpu_predictions_and_the_fit_absorbs_it():
+    """Double HBM bandwidth: 70B on 8 GPUs gets faster; re-fit from the one row and that
+    row is back at its published time per token, with a costlier kernel."""
+    faster = (("hbm_bytes_per_s", 2 * H100.hbm_bytes_per_s),)
+    base = run_point(gpu_point("llama3.1-70b", gpus=8))["tokens_per_s_per_user"]
+    fast = run_point(gpu_point("llama3.1-70b", gpus=8, overrides=faster))["tokens_per_s_per_user"]
+    assert fast > base
+    refit = fit_gpu(faster)
+    assert refit["fit"]["simulated_itl_ms"] == pytest.approx(H100_FIT_ROW.published, rel=1e-4)
+    assert refit["constants"]["kernel_overhead_s"] > H100.kernel_overhead_s
 
 
 def test_more_hbm_bandwidth_speeds_the_gpu():
@@ -86,6 +104,12 @@ def test_validate_prints_every_row_as_json():
         if r["role"] == "calibration":
             assert abs(r["error_pct"]) < 0.5, r
     assert sum(r["role"] == "prediction" for r in rows) >= 4
+    h100 = [r for r in rows if "x H100" in r["name"]]
+    assert [r["role"] for r in h100].count("calibration") == 1  # one documented row fitted
+    assert {r["published"] for r in h100 if r["role"] == "prediction"} >= {60.0, 40.0, 25.0, 2.2}
+    notes = json.loads(proc.stdout.strip().splitlines()[-1])["notes"]
+    assert any("fp16" in n and "HBM ceiling 190" in n for n in notes)
+    assert any("fp8" in n and "HBM ceiling 380" in n for n in notes)
 
 
 def test_h100_baseline_has_the_wafer_summary_keys(tmp_path):

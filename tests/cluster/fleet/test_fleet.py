@@ -129,3 +129,37 @@ def test_bad_cluster_refused_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"users\[0\].model"):
         build_cluster(replace(spec, users=(replace(spec.users[0], model=L70),)))
     assert not list(tmp_path.iterdir())
+
+
+def test_session_affinity_never_strands_a_request(tmp_path):
+    """A session's first request goes where it fits; a later one waits for its replica only
+    if it could ever fit there. Sessions of two models never share a binding."""
+    shared = PipelineSpec("shared", (L70, L8), wafers=4)
+    spec = ClusterSpec(
+        "affinity", (shared, PipelineSpec("small", (L8,), wafers=1)),
+        (ReplicaSpec("shared", 1, ("dallas",)), ReplicaSpec("small", 1, ("dallas",))),
+        (UserSpec("long8", "dallas", L8, arrivals="burst", requests=2, prompt_tokens=150_000, output_tokens=2,
+                  sessions=1),
+         UserSpec("big", "dallas", L70, arrivals="burst", requests=2, prompt_tokens=64, output_tokens=2, sessions=1)),
+        (RouterSpec("r", "dallas", "session-affinity"),), detail="stage", prefill_chunk_tokens=16_384)
+    summary, requests = run(spec, tmp_path)
+    assert summary["requests_completed"] == 4
+    assert set(requests[requests["model"] == L8]["replica"]) == {"small-0"}  # 150k tokens never fit "shared"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"time_scale": 1e12}, "is beyond the"),
+    ({"users": (UserSpec("u-dallas", "dallas", L8, arrivals="closed", think_time_s=1e9, requests=2),)},
+     "users[0].think_time_s"),
+])
+def test_times_past_the_clock_are_refused(change, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        build_cluster(replace(three_sites("round-robin"), **change))
+
+
+def test_a_zero_latency_cycle_is_a_config_error():
+    from cluster.fleet.spec import LinksSpec
+    from interconnect import LinkSpec
+    spec = replace(three_sites("round-robin"), links=LinksSpec(intra_site=LinkSpec(12, 100e9, 0)))
+    with pytest.raises(ConfigError, match="zero-lookahead cycle"):
+        build_cluster(spec)

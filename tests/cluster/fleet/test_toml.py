@@ -229,7 +229,7 @@ def _without(table: str, text: str) -> str:
 BAD_FILES = [
     (lambda t: "nme = 'x'\n" + t, "cluster.toml: nme: unknown key; known: detail, links,"),
     (lambda t: t.replace("requests = 1000", "requests = 1000\nrate = 3"),
-     "users[0].rate: unknown key; known: arrivals, burstiness_cv,"),
+     "users[0].rate: unknown key; known: arrivals, arrivals_stream, burstiness_cv,"),
     (lambda t: t.replace("[links.wan]\n", "[links.wan]\nspeed = 1\n"), "links.wan.speed: unknown key"),
     (lambda t: t + "[links.lan]\nlanes = 1\n", "links.lan: unknown key"),
     (lambda t: t.replace("count = 3", "count = '4'"), "replicas[0].count: expected an integer, got string '4'"),

@@ -48,7 +48,7 @@ def request_batch(rows: list[tuple] = ROWS) -> pa.RecordBatch:
                "first_token_ps": _ps(first), "finish_ps": _ps(finish), "prompt_tokens": 16, "output_tokens": out,
                "ttft_ps": None, "tpot_ps": None, "model": model, "user_site": site, "replica": replica,
                "replica_site": None, "session": None, "queue_ps": _ps(queue),
-               "e2e_ps": None, "tokens": None, "status": status, "reason": reason}
+               "e2e_ps": None, "tokens": None, "status": status, "reason": reason, "energy_j": None}
         for name in cols:
             cols[name].append(row[name])
     arrays = [pa.array(cols[f.name], pa.string()).dictionary_encode() if pa.types.is_dictionary(f.type)
