@@ -24,6 +24,7 @@ from cluster.commands.calibrate import (
     wafer_point,
 )
 from cluster.serving.plan import plan_gpu_pipeline
+from common.errors import ConfigError
 from gpu import GpuStepCost
 from llm.config import resolve_model
 from llm.passes import Pass
@@ -52,7 +53,7 @@ def row(name: str, role: str, published: float, simulated: float, unit: str, sou
     return Row(name, role, published, simulated, unit, round(error, 2), source, comparison)
 
 
-def validation_rows(overrides: tuple = ()) -> list[Row]:
+def validation_rows(overrides: tuple = (), energy: dict | None = None) -> list[Row]:
     rows = []
     wse_8b = run_point(wafer_point("llama3.1-8b", 1, overrides=overrides))
     rows.append(row("llama3.1-8b, 1 WSE-3, 1 user", "calibration", WSE3_8B_TOKENS_PER_S,
@@ -70,7 +71,49 @@ def validation_rows(overrides: tuple = ()) -> list[Row]:
     rows.append(row("llama3.1-8b, 1 user: WSE-3 over one cloud H100, per-user speed", "prediction", 20.0,
                     wse_8b["tokens_per_s_per_user"] / h100_8b["tokens_per_s_per_user"], "x",
                     HOT_CHIPS + ": 20x faster than cloud H100 (Azure)"))
-    return rows + h100_rows(overrides)
+    return rows + h100_rows(overrides) + energy_rows(overrides, energy)
+
+
+CEREBRAS_POWER = "FACTS.md, Power: Cerebras launch blog, Aug 2024: Llama3.1 inference at about a third of a DGX's power"
+ENERGY_USERS = (1, 8, 32, 64, 128, 256)  # where "the users each serves best" is looked for
+
+
+def joules_per_token(device: str, users: int, overrides: tuple = ()) -> float | None:
+    """70B's energy per output token on 4 WSE-3 or 8 H100s (16-bit) at `users`; None where
+    the KV cache of that many users does not fit."""
+    cfg = wafer_point("llama3.1-70b", 4, users=users, overrides=overrides) if device == "wse-3" else \
+        gpu_point("llama3.1-70b", gpus=8, users=users)
+    try:
+        return run_point(cfg)["joules_per_token"]
+    except ConfigError:
+        return None
+
+
+def energy_table(overrides: tuple = ()) -> dict[str, dict[int, float]]:
+    return {device: {u: j for u in ENERGY_USERS if (j := joules_per_token(device, u, overrides)) is not None}
+            for device in ("wse-3", "h100")}
+
+
+def energy_rows(overrides: tuple = (), table: dict | None = None) -> list[Row]:
+    """Energy per token, WSE-3 over DGX H100, at one user and at the users each serves best."""
+    table = table or energy_table(overrides)
+    wse, gpu = table["wse-3"], table["h100"]
+    return [
+        row("llama3.1-70b, 1 user: energy per token, 4 WSE-3 over 8 H100 (16-bit)", "prediction", 1 / 3,
+            wse[1] / gpu[1], "x", CEREBRAS_POWER),
+        row("llama3.1-70b, each at its best users: energy per token, 4 WSE-3 over 8 H100", "prediction", 1 / 3,
+            min(wse.values()) / min(gpu.values()), "x", CEREBRAS_POWER),
+    ]
+
+
+def energy_notes(table: dict) -> list[str]:
+    def line(device: str) -> str:
+        best = min(table[device], key=table[device].get)
+        per_users = ", ".join(f"{u}: {j:.2f}" for u, j in table[device].items())
+        return f"{device}: J/token by users {per_users}; best at {best} users"
+    return [f"llama3.1-70b energy per token ({line('wse-3')}) ({line('h100')}). A wafer region serves one "
+            "pass at a time, so the wafers' throughput (and their energy per token) stops improving once "
+            "every region is busy, while a GPU step streams its weights once for the whole batch"]
 
 
 def h100_rows(overrides: tuple = ()) -> list[Row]:
@@ -124,7 +167,8 @@ def format_rows(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    rows, notes = validation_rows(), h100_notes()
+    table = energy_table()
+    rows, notes = validation_rows(energy=table), h100_notes() + energy_notes(table)
     print(format_rows(rows))
     print("\n".join(["", "note:", *notes]))
     if "--json" in argv:

@@ -92,3 +92,26 @@ def test_run_time_is_what_idle_energy_scales_with(tmp_path):
     spans = pd.read_feather(trace)
     assert wafer["idle_j"] == pytest.approx(WSE3.system_idle_w * spans["end_ps"].max() / PS_PER_S, rel=1e-12)
     assert summary["energy_j_by_site"] == pytest.approx({"santa-clara": summary["energy_j"]})
+
+
+def test_h100_vs_wse3_prints_energy_and_cost_beside_speed():
+    proc = run_cli("run", "h100_vs_wse3", "--model", "llama3.1-70b", "--users", "2", "--output-tokens", "8",
+                   "--prompt-tokens", "32", "--price-kwh", "0.1", "--price-hour-wafer", "60", "--price-hour-gpu", "3",
+                   "--json")
+    import json
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    wse, gpu = (out["runs"][k] for k in sorted(out["runs"], reverse=True))  # "wse-3 x4", "h100 x8"
+    assert wse["joules_per_token"] > 0 and gpu["joules_per_token"] > 0
+    assert out["wse3_over_h100_joules_per_token"] == pytest.approx(wse["joules_per_token"] / gpu["joules_per_token"])
+    assert wse["usd_per_million_tokens"] > 0 and gpu["usd_per_million_tokens"] > 0
+    assert "energy per token, wafer over GPU" in proc.stdout
+
+
+def test_validate_reports_energy_rows_as_predictions():
+    from cluster.commands.validate import energy_rows
+
+    table = {"wse-3": {1: 100.0, 64: 3.0}, "h100": {1: 150.0, 64: 2.0}}
+    one, best = energy_rows((), table)
+    assert one.role == best.role == "prediction"
+    assert one.simulated == pytest.approx(100 / 150) and best.simulated == pytest.approx(3.0 / 2.0)
+    assert one.error_pct == pytest.approx((100 / 150 * 3 - 1) * 100, abs=0.01)
