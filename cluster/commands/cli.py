@@ -112,6 +112,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--placement", choices=("pack", "spread", "by-site"), default="pack")
     p.add_argument("--trace", default=None, help="trace path (default: traces/NAME-seedN.arrow)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (none either when it is not a terminal)")
     add_price_flags(p)
 
 
@@ -132,7 +133,7 @@ def run_options(args: argparse.Namespace, name: str, seed: int):
     lps = args.lps_per_actor if args.lps_per_actor is not None else (1 if args.backend == "ray" else None)
     return RunOptions(trace=args.trace or f"traces/{name}-seed{seed}.arrow", backend=args.backend,
                       lps_per_partition=lps, max_window_ps=args.max_window_ps, backend_options=backend_options,
-                      prices=Prices(args.price_kwh, args.price_hour))
+                      prices=Prices(args.price_kwh, args.price_hour), progress=not args.quiet)
 
 
 def report(run: Callable[[], tuple[dict | None, bool]]) -> int:

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from cluster.commands.progress import RunProgress
 from cluster.engine.graph import Graph
 from cluster.fleet.build import build_cluster
 from cluster.fleet.spec import ClusterSpec, LinksSpec, PipelineSpec, ReplicaSpec, UserSpec
@@ -129,6 +130,7 @@ class RunOptions:
     max_window_ps: int | None = None
     backend_options: dict = field(default_factory=dict)
     prices: Prices = field(default_factory=Prices)  # for the summary's cost; the simulation ignores them
+    progress: bool = False  # simulated time and events/s on stderr, when it is a terminal
 
 
 def partition_groups(graph: Graph, lps_per_partition: int | None) -> list[list[str]]:
@@ -155,10 +157,10 @@ def prepare(cfg: ScenarioConfig) -> tuple[list[list[str]], Graph, TraceVocab]:
 
 
 def make_backend(opts: RunOptions, graph: Graph, groups: list[list[str]], vocab: TraceVocab,
-                 writer: TraceWriter):
+                 writer: TraceWriter, progress=None):
     if opts.backend == "inprocess":
         from cluster.engine.backends.inprocess import InProcessBackend
-        return InProcessBackend(graph, groups, vocab, writer)
+        return InProcessBackend(graph, groups, vocab, writer, progress)
     if opts.backend == "ray":
         from cluster.engine.backends.ray_backend import RayBackend
         return RayBackend(graph, groups, vocab, **opts.backend_options)
@@ -202,17 +204,19 @@ def run_graph(graph: Graph, vocab: TraceVocab, metadata: dict, opts: RunOptions,
         metadata = {**metadata, "prices": asdict(opts.prices)}
     writer = TraceWriter(opts.trace, list(vocab.lps), metadata)
     backend = None
+    progress = RunProgress(name, opts.progress)
     try:
-        backend = make_backend(opts, graph, groups, vocab, writer)
+        backend = make_backend(opts, graph, groups, vocab, writer, progress)
         setup_s = time.perf_counter() - wall0
         engine = Engine(graph, groups, backend, writer, opts.max_window_ps)
-        stats = engine.run()
+        stats = engine.run(progress if opts.backend != "inprocess" else None)
         energies = energy_by_lp(graph.lps, engine.activity, stats.end_ps)
         writer.commit(energy_batch(energies), request_energy_j(energies))
     except BaseException:
         writer.abort()
         raise
     finally:
+        progress.close()
         if backend is not None:
             backend.shutdown()
     summary = summarize(opts.trace)

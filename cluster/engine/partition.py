@@ -41,8 +41,10 @@ class Partition:
     """Runs `lp_names` of `graph`; `advance` is DESIGN.md's stepping call."""
 
     def __init__(self, graph: Graph, lp_names: list[str], vocab: TraceVocab,
-                 trace_sink: Callable[[str, Any], None] | None = None) -> None:
+                 trace_sink: Callable[[str, Any], None] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         self.env = env = simpy.Environment(initial_time=0)
+        self._progress = progress  # told (now, events) every few thousand events
         self.events = 0
         specs = graph.lp
         self._names = list(lp_names)
@@ -139,6 +141,8 @@ class Partition:
         while True:
             done = self._run(until_ps, _CHECK_EVERY)  # check the trace buffers every so often
             events += done
+            if self._progress is not None:
+                self._progress(self.env._now, done)
             if self._buffered_rows() >= FLUSH_ROWS:  # small batches cost more than they save
                 batches += self._drain()
             if done < _CHECK_EVERY:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -70,7 +71,9 @@ class Engine:
             outbox += result.outbox
         return outbox
 
-    def run(self) -> RunStats:
+    def run(self, progress: Callable[[int, int], None] | None = None) -> RunStats:
+        """Rounds until nothing is left to do; `progress` is told (simulated now, events)
+        after each round."""
         n = len(self.groups)
         state = {"next": [None] * n, "timer": [None] * n, "horizons": {}, "now": [0] * n}
         reached = [0.0] * n  # every partition has run all events strictly before this
@@ -117,6 +120,8 @@ class Engine:
                                          f"{msg.dst} has already run to {reached[dst]} ps (lookahead broken)")
                 pending[dst].append(msg)
             self.stats.rounds += 1
+            if progress is not None:
+                progress(max(state["now"]), sum(r.events for r in results.values()))
             self.stats.sync_wall_s += time.perf_counter() - t1
             self.stats.round_wall_ms.append((time.perf_counter() - t0) * 1e3)
         self.stats.end_ps = max(state["now"])

@@ -10,8 +10,9 @@ from cluster.results.trace import TraceVocab, TraceWriter
 
 class InProcessBackend:
     def __init__(self, graph: Graph, groups: list[list[str]], vocab: TraceVocab,
-                 writer: TraceWriter) -> None:
-        self.partitions = [Partition(graph, group, vocab, trace_sink=writer.add) for group in groups]
+                 writer: TraceWriter, progress=None) -> None:
+        self.partitions = [Partition(graph, group, vocab, trace_sink=writer.add, progress=progress)
+                           for group in groups]
 
     def advance(self, calls: dict[int, tuple[float, list[Message]]]) -> dict[int, StepResult]:
         return {p: self.partitions[p].advance(until, inbox) for p, (until, inbox) in sorted(calls.items())}
