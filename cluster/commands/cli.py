@@ -109,7 +109,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                         "(ray default 1; in-process default: one partition for all)")
     p.add_argument("--max-window-ps", type=int, default=None, help="debug: cap on a round's window")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS or a local Ray)")
-    p.add_argument("--placement", choices=("pack", "spread", "by-site"), default="pack")
+    p.add_argument("--placement", choices=("pack", "spread", "by-site"), default=None,
+                   help="where Ray actors go (default pack)")
     p.add_argument("--trace", default=None, help="trace path (default: traces/NAME-seedN.arrow)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (none either when it is not a terminal)")
@@ -129,9 +130,17 @@ def run_options(args: argparse.Namespace, name: str, seed: int):
 
     backend_options = {}
     if args.backend == "ray":
-        backend_options = {"address": args.address or os.environ.get("RAY_ADDRESS"), "placement": args.placement}
+        backend_options = {"address": args.address or os.environ.get("RAY_ADDRESS"),
+                           "placement": args.placement or "pack"}
+    else:  # no silent no-ops: these only mean something on Ray
+        for flag, value in (("--address", args.address), ("--placement", args.placement)):
+            if value is not None:
+                raise ConfigError(f"{flag}: only the ray backend uses it; add --backend ray")
+    trace = Path(args.trace) if args.trace else None
+    if trace is not None and trace.is_dir():
+        raise ConfigError(f"--trace: {trace} is a folder; give a file path such as {trace / 'run.arrow'}")
     lps = args.lps_per_actor if args.lps_per_actor is not None else (1 if args.backend == "ray" else None)
-    return RunOptions(trace=args.trace or f"traces/{name}-seed{seed}.arrow", backend=args.backend,
+    return RunOptions(trace=str(trace) if trace else f"traces/{name}-seed{seed}.arrow", backend=args.backend,
                       lps_per_partition=lps, max_window_ps=args.max_window_ps, backend_options=backend_options,
                       prices=Prices(args.price_kwh, args.price_hour), progress=not args.quiet)
 
@@ -178,7 +187,20 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
     return report(run)
 
 
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a command whose reader went away (128 + SIGPIPE)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `wafersim run ... | head`: the reader left; say nothing more, and let the
+        # interpreter's final flush go to /dev/null instead of raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = ("usage: wafersim run NAME [flags] | wafersim summary PATH [--json] | wafersim list | "
              "wafersim calibrate [--dry-run] | wafersim validate [--json] | "

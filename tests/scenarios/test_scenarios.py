@@ -135,6 +135,9 @@ def test_llama8b_one_wafer_runs(tmp_path):
     (["--rate", "-2"], "--rate"),
     (["--spec", "warp_factor=9"], "warp_factor"),
     (["--sites", "santa-clara*x"], "--sites"),
+    (["--address", "10.0.0.1:6379"], "--address: only the ray backend uses it"),
+    (["--placement", "by-site"], "--placement: only the ray backend uses it"),
+    (["--backend", "ray", "--address", "127.0.0.1:1"], "--address: no Ray answers at 127.0.0.1:1"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, args, needle):
     path = tmp_path / "bad.arrow"
@@ -159,3 +162,22 @@ def test_site_shorthand_repeats_a_site(tmp_path):
                        "--trace", str(tmp_path / "t.arrow"))
     meta = json.loads(pa.ipc.open_file(summary["trace"]).schema.metadata[b"wafersim"])
     assert meta["scenario"]["sites"] == ["santa-clara", "santa-clara", "dallas", "dallas"]
+
+
+def test_a_trace_path_that_is_a_folder_is_refused_before_the_run(tmp_path):
+    proc = run_cli("run", "llama70b_four_wafers", *SMALL, "--trace", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "is a folder" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path):
+    """`wafersim ... | true`: the reader is gone before the summary is printed."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    proc = subprocess.run(f"{sys.executable} -m cluster.commands.cli run llama70b_four_wafers --users 2 "
+                          f"--output-tokens 2 --trace {tmp_path / 't.arrow'} | true; exit ${{PIPESTATUS[0]}}",
+                          shell=True, executable="/bin/bash", cwd=ROOT, capture_output=True, text=True)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert proc.returncode == 141  # as a shell reports a writer whose reader left

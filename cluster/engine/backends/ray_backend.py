@@ -10,6 +10,7 @@ This is the only module that imports ray.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 
@@ -60,12 +61,29 @@ def _start_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address:
+        _check_reachable(address)
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
         return True
-    ray.init(num_cpus=max(1, min(os.cpu_count() or 1, 4)), include_dashboard=False,
+    # address="local": a Ray of this run's own, even when another runs on this machine
+    ray.init(address="local", num_cpus=max(1, min(os.cpu_count() or 1, 4)), include_dashboard=False,
              object_store_memory=200 * 1024 * 1024, namespace=NAMESPACE, log_to_driver=False,
              logging_level="ERROR", _node_ip_address="127.0.0.1")
     return True
+
+
+CONNECT_TIMEOUT_S = 3.0
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, naming the address, when nothing listens there (ray.init would
+    retry for minutes). Only a plain HOST:PORT is checked; ray:// and "auto" go to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigError(f"--address: no Ray answers at {address} ({exc.strerror or exc})") from None
 
 
 class RayBackend:
