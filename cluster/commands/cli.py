@@ -204,7 +204,8 @@ def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = ("usage: wafersim run NAME [flags] | wafersim summary PATH [--json] | wafersim list | "
              "wafersim calibrate [--dry-run] | wafersim validate [--json] | "
-             "wafersim convert azure|sharegpt IN -o OUT [flags]")
+             "wafersim convert azure|sharegpt IN -o OUT [flags] | "
+             "wafersim sweep SPEC.toml [-o OUT] [--fidelity event|analytic] [--refine N] [--quiet]")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else EXIT_USAGE
@@ -227,6 +228,9 @@ def _main(argv: list[str] | None) -> int:
     if command == "calibrate":
         from cluster.commands.calibrate import main as calibrate
         return calibrate(rest)
+    if command == "sweep":
+        from cluster.commands.sweep import main as sweep
+        return sweep(rest)
     if command == "convert":
         from cluster.commands.convert import main as convert
         return convert(rest)
