@@ -4,6 +4,11 @@ A transfer waits for the wire (FIFO), serializes at the link's bandwidth, then
 propagates for `latency_ps`. Service is fixed and order is FIFO, so the link knows a
 transfer's arrival when it enters and sends it then (DESIGN.md: send at entry); a fault
 model that can drop a transfer in flight would have to send at exit instead.
+
+A transfer traces up to three spans: "queue" while it waits for the wire, "link" while
+the wire is busy serialising it, "flight" while it propagates (none on a link of zero
+latency). Link and flight tile [start, arrival): summed, "link" spans are the wire's busy
+time, which a link's transfers never overlap.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ class Link:
                  send: Callable[[Any, int, int], None], tracer) -> None:
         self.env, self.spec = env, spec
         self._send, self._tracer, self._rows = send, tracer, tracer.rows
-        self._names = (tracer.name("wait"), tracer.name("transfer"))
+        self._names = (tracer.name("wait"), tracer.name("transfer"), tracer.name("propagation"))
         self._wire_free_ps = 0
         # By (size, phase): a run sends few distinct sizes.
         self._by_size: dict[tuple[int, str | None], tuple[int, int, int]] = {}
@@ -33,11 +38,17 @@ class Link:
         return None  # every transfer is sent the moment it enters
 
     def _shape(self, size_bytes: int, phase: str | None) -> tuple[int, int, int]:
-        """(serialization time, queue template, transfer template) for a transfer size."""
-        wait, transfer = self._names
-        shape = (self.spec.serialization_ps(size_bytes),
-                 self._tracer.template("queue", wait, None, size_bytes, None, phase),
-                 self._tracer.template("link", transfer, None, size_bytes, None, phase))
+        """(serialization time, queue template, record shape) for a transfer size: the
+        shape lays out its busy and flight spans from the time it starts on the wire, so a
+        transfer traces as one record (`Tracer.pass_shape`), not two rows."""
+        tracer, (wait, transfer, propagation) = self._tracer, self._names
+        serialization, latency = self.spec.serialization_ps(size_bytes), self.spec.latency_ps
+        spans = ((0, 0, serialization, tracer.template("link", transfer, None, size_bytes, None, phase)),)
+        if latency:
+            spans += ((0, serialization, serialization + latency,
+                       tracer.template("flight", propagation, None, size_bytes, None, phase)),)
+        shape = (serialization, tracer.template("queue", wait, None, size_bytes, None, phase),
+                 tracer.pass_shape(1, spans))
         self._by_size[(size_bytes, phase)] = shape
         return shape
 
@@ -45,7 +56,7 @@ class Link:
                 token: int | None = None, phase: str | None = None) -> None:
         now = self.env._now  # the hot path skips the property
         start = now if now >= self._wire_free_ps else self._wire_free_ps
-        serialization, queue_template, link_template = (
+        serialization, queue_template, record = (
             self._by_size.get((size_bytes, phase)) or self._shape(size_bytes, phase))
         end = start + serialization
         self._wire_free_ps = end
@@ -55,7 +66,7 @@ class Link:
         self.bytes_by_request[rid] = self.bytes_by_request.get(rid, 0) + size_bytes
         if start > now:
             self._rows.append((now, start, queue_template, rid, tok))
-        self._rows.append((start, arrive, link_template, rid, tok))
+        self._rows.append((record, rid, tok, start))
         self._send(payload, arrive, size_bytes)
 
     def finish(self, end_ps: int) -> None:

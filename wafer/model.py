@@ -72,7 +72,8 @@ class CoTenant:
 class _Profile:
     """One kind of pass (model, tokens, context, emits, phase) through every region: costs
     and the trace layout of its spans, computed once and cached. Only the detail in use is
-    traced, so only its templates are made. Region j is the primary's unit j."""
+    traced, so only its templates are made. Region j is the primary's unit j; the spans of
+    a co-tenant's unit carry the region it shares (`Tenant.regions`, from `spread`)."""
 
     service_ps: tuple[int, ...]
     cum_end_ps: tuple[int, ...]
@@ -226,13 +227,13 @@ class WaferStage:
             if not unit_ps or detail == "stage":
                 continue
             if detail == "layer":
-                spans.append((j, start, start + unit_ps, template("compute", name, unit.layer, nbytes, flops, phase),
-                              cum_end[j]))
+                spans.append((j, start, start + unit_ps,
+                              template("compute", name, unit.layer, nbytes, flops, phase, j), cum_end[j]))
                 continue
             ops = [(ps, template("compute", names[f"{prefix}{unit.name}.{w.name}"], unit.layer, w.sram_bytes,
-                                 w.flops, phase)) for w, ps in costed]
+                                 w.flops, phase, j)) for w, ps in costed]
             ops.append((hand, template("fabric", names[f"{prefix}{unit.name}.handoff"], unit.layer, act_bytes,
-                                       None, phase)))
+                                       None, phase, j)))
             t = start  # op spans tile the unit's service
             for ps, op_template in ops:
                 spans.append((j, t, t + ps, op_template, cum_end[j]))

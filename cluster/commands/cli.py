@@ -205,7 +205,9 @@ def _main(argv: list[str] | None) -> int:
     usage = ("usage: wafersim run NAME [flags] | wafersim summary PATH [--json] | wafersim list | "
              "wafersim calibrate [--dry-run] | wafersim validate [--json] | "
              "wafersim convert azure|sharegpt IN -o OUT [flags] | "
-             "wafersim sweep SPEC.toml [-o OUT] [--fidelity event|analytic] [--refine N] [--quiet]")
+             "wafersim sweep SPEC.toml [-o OUT] [--fidelity event|analytic] [--refine N] [--quiet] | "
+             "wafersim plot PATH -o OUT.png|svg [--kind K] [--x COL --y COL] [--from-ms A --to-ms B] | "
+             "wafersim perfetto TRACE -o OUT.json [--from-ms A --to-ms B]")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else EXIT_USAGE
@@ -228,6 +230,12 @@ def _main(argv: list[str] | None) -> int:
     if command == "calibrate":
         from cluster.commands.calibrate import main as calibrate
         return calibrate(rest)
+    if command == "plot":
+        from cluster.commands.plot import main as plot
+        return plot(rest)
+    if command == "perfetto":
+        from cluster.commands.perfetto import main as perfetto
+        return perfetto(rest)
     if command == "sweep":
         from cluster.commands.sweep import main as sweep
         return sweep(rest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -167,11 +169,68 @@ def make_backend(opts: RunOptions, graph: Graph, groups: list[list[str]], vocab:
     raise ConfigError(f"--backend: unknown backend {opts.backend!r}")
 
 
+def _json_safe(value):
+    """Floats JSON can hold: a non-finite one as its string ("inf", "nan"), which float()
+    reads back; containers walked."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _calibration(path: Path) -> dict:
+    """A calibration file as the run found it: its fitted constants, what the fit matched,
+    and the file's sha256 (the identity of the fit and its inputs). Device specs read it
+    when first imported, so its constants can differ from the spec's after a re-fit in the
+    same process: the device entries hold what was used."""
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+    except (OSError, ValueError):
+        return {"sha256": None, "constants": None}
+    fit = data.get("fit") or {}
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "constants": data.get("constants"),
+            "fit_point": fit.get("point"), "fit_source": fit.get("source")}
+
+
+def resolved_config(graph: Graph, links: LinksSpec) -> dict:
+    """Every constant the run used, resolved: each distinct device spec (its LPs beside it;
+    `WaferSpec(**entry["spec"])` rebuilds it, calibrated constants included), each link LP's
+    spec (the fibre's propagation in its latency), the network's base links, and the
+    calibration files the device packages read."""
+    from gpu.spec import CALIBRATION_FILE as GPU_CALIBRATION
+    from wafer.spec import CALIBRATION_FILE as WAFER_CALIBRATION
+
+    devices: list[dict] = []
+    by_spec: dict[object, dict] = {}
+    link_specs: dict[str, dict] = {}
+    for lp in graph.lps:
+        spec = getattr(lp.config, "spec", None)
+        if isinstance(spec, LinkSpec):
+            link_specs[lp.name] = _json_safe(asdict(spec))
+        elif isinstance(spec, (WaferSpec, GpuSpec)):
+            entry = by_spec.get(spec)
+            if entry is None:
+                entry = by_spec[spec] = {"type": type(spec).__name__, "spec": _json_safe(asdict(spec)), "lps": []}
+                devices.append(entry)
+            entry["lps"].append(lp.name)
+    files = {WaferSpec: ("wafer/calibration.json", WAFER_CALIBRATION),
+             GpuSpec: ("gpu/calibration.json", GPU_CALIBRATION)}
+    calibration = {name: _json_safe(_calibration(path)) for typ, (name, path) in files.items()
+                   if any(isinstance(spec, typ) for spec in by_spec)}
+    return {"devices": devices, "links": link_specs, "network": _json_safe(asdict(links)),
+            "calibration": calibration}
+
+
 def run_scenario(cfg: ScenarioConfig, opts: RunOptions) -> dict:
     """Run the ring, write the trace (atomically) and return the summary."""
     wall0 = time.perf_counter()
     plan, graph, vocab = prepare(cfg)
-    metadata = {"scenario": asdict(cfg), "version": VERSION, "plan": plan}
+    metadata = {"scenario": asdict(cfg), "version": VERSION, "plan": plan,
+                "resolved": resolved_config(graph, cfg.to_cluster().links)}
     return run_graph(graph, vocab, metadata, opts, cfg.scenario, wall0)
 
 
@@ -180,7 +239,8 @@ def run_cluster(spec: ClusterSpec, opts: RunOptions, devices: dict | None = None
     wall0 = time.perf_counter()
     built = build_cluster(spec, devices)
     metadata = {"cluster": asdict(spec), "version": VERSION, "plan": built.plan,
-                "slo": {"ttft_ms": spec.slo_ttft_ms, "tpot_ms": spec.slo_tpot_ms}}
+                "slo": {"ttft_ms": spec.slo_ttft_ms, "tpot_ms": spec.slo_tpot_ms},
+                "resolved": resolved_config(built.graph, spec.links)}
     return run_graph(built.graph, built.vocab, metadata, opts, spec.name, wall0)
 
 

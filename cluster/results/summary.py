@@ -62,8 +62,10 @@ def _slo(given: float | None, meta: dict, key: str) -> float:
 
 
 def _spans(spans_path: Path, decode_tokens: int) -> dict:
-    """Link time per decode token, SRAM peaks and simulated time, from the span file."""
+    """Link time per decode token (on the wire and in flight), each link's busy share of
+    the run (its wire serialising), SRAM peaks and simulated time, from the span file."""
     link_ps_by_lp: dict[str, int] = {}
+    busy_ps_by_lp: dict[str, int] = {}
     sram_by_lp: dict[str, list[tuple[np.ndarray, ...]]] = {}
     end_ps = 0
     meta, batches = _read(spans_path)
@@ -73,7 +75,13 @@ def _spans(spans_path: Path, decode_tokens: int) -> dict:
         starts, ends = int_values(batch.column("start_ps")), int_values(batch.column("end_ps"))
         end_ps = max(end_ps, int(ends.max()))
         (kind, kinds), (phase, phases), (lp, lps) = (_codes(batch, c) for c in ("kind", "phase", "lp"))
-        links = (kind == _code(kinds, "link")) & (phase == _code(phases, "decode"))
+        on_wire = kind == _code(kinds, "link")
+        links = (on_wire | (kind == _code(kinds, "flight"))) & (phase == _code(phases, "decode"))
+        # A trace from before "flight" existed has whole transfers as "link": no busy time in it.
+        busy = on_wire if "flight" in kinds else np.zeros(len(kind), bool)
+        for code in np.unique(lp[busy]):
+            mine = busy & (lp == code)
+            busy_ps_by_lp[lps[code]] = busy_ps_by_lp.get(lps[code], 0) + int((ends[mine] - starts[mine]).sum())
         for code in np.unique(lp[links]):
             mine = links & (lp == code)
             link_ps_by_lp[lps[code]] = link_ps_by_lp.get(lps[code], 0) + int((ends[mine] - starts[mine]).sum())
@@ -85,9 +93,12 @@ def _spans(spans_path: Path, decode_tokens: int) -> dict:
                 sram_by_lp.setdefault(lps[code], []).append((starts[mine], ends[mine], nbytes[mine]))
     link_ms_per_token = {lp: ps / decode_tokens / PS_PER_MS for lp, ps in sorted(link_ps_by_lp.items())} \
         if decode_tokens else {}
+    busy_share = {lp: ps / end_ps for lp, ps in sorted(busy_ps_by_lp.items())} if end_ps else {}
     return {
         "scenario": meta.get("scenario"),
         "link_ms_per_token_by_link": link_ms_per_token,
+        "link_busy_share": max(busy_share.values()) if busy_share else None,
+        "link_busy_share_by_link": busy_share,
         "sram_peak_gb": {lp: _peak_concurrent(*map(np.concatenate, zip(*parts))) / 1e9
                          for lp, parts in sorted(sram_by_lp.items())},
         "sim_time_s": end_ps / PS_PER_S,
@@ -188,8 +199,8 @@ def _latency_keys(name: str) -> list[str]:
 _KEYS = ["requests_completed", "requests_rejected", "tokens_per_s_per_user", "aggregate_tokens_per_s",
          *(key for name in ("ttft", "tpot", "itl", "e2e", "queue") for key in _latency_keys(name)),
          "slo_ttft_ms", "slo_tpot_ms", "goodput_requests_per_s", "goodput_fraction",
-         "link_ms_per_token", "link_share_of_tpot", "sim_time_s", "backend", "events", "rounds", "messages",
-         "wall_s", "trace"]
+         "link_ms_per_token", "link_share_of_tpot", "link_busy_share", "sim_time_s", "backend", "events", "rounds",
+         "messages", "wall_s", "trace"]
 _ALWAYS = {"requests_completed", "tokens_per_s_per_user", "aggregate_tokens_per_s", "ttft_ms_p50",
            "ttft_ms_p99", "tpot_ms_p50", "link_ms_per_token", "link_share_of_tpot", "sim_time_s",
            "backend", "events", "rounds", "messages", "wall_s", "trace"}
@@ -214,6 +225,7 @@ def format_summary(summary: dict) -> str:
     if summary.get("rejected_by_reason"):
         lines.append("  rejected: " + ", ".join(f"{r} {n}" for r, n in summary["rejected_by_reason"].items()))
     for key, title, digits in (("link_ms_per_token_by_link", "link time per decode token (ms)", 4),
+                               ("link_busy_share_by_link", "link busy share (wire serialising, of the run)", 4),
                                ("sram_peak_gb", "SRAM peak (GB)", 3)):
         lines += _per_lp_lines(summary.get(key) or {}, title, digits)
     return "\n".join(lines)

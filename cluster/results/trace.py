@@ -23,7 +23,9 @@ import pyarrow as pa
 
 from common.units import NULL
 
-KINDS = ("compute", "sram", "fabric", "link", "queue", "request")
+# A span's kind. Codes are positions here: append, never reorder. A link's transfer is two
+# spans: "link" while the wire is busy serialising it, "flight" while it propagates.
+KINDS = ("compute", "sram", "fabric", "link", "queue", "request", "flight")
 PHASES = ("prefill", "decode")
 BATCH_ROWS = 65_536
 _DICT = pa.dictionary(pa.int32(), pa.string())
@@ -32,6 +34,7 @@ SPAN_SCHEMA = pa.schema([
     ("start_ps", pa.int64()), ("end_ps", pa.int64()), ("lp", _DICT), ("datacenter", _DICT),
     ("kind", _DICT), ("name", _DICT), ("request_id", pa.int64()), ("token", pa.int32()),
     ("layer", pa.int16()), ("bytes", pa.int64()), ("flops", pa.int64()), ("phase", _DICT),
+    ("region", pa.int16()),  # a wafer's region (its unit j) for compute and fabric spans below stage detail
 ])
 
 # One row per request. Times are where the user is: `arrival_ps` when it sent the request,
@@ -156,7 +159,7 @@ class Tracer:
 
     A span is `rows.append((start_ps, end_ps, template, request_id, token))`; the template
     (from `template(...)`, called once per distinct shape of span and cached by the
-    caller) holds what many spans share: kind, name, layer, bytes, FLOPs, phase. Five
+    caller) holds what many spans share: kind, name, layer, bytes, FLOPs, phase, region. Five
     ints a span is what keeps tracing cheap next to the simulation itself.
 
     A pass whose whole schedule is known (a wafer's FIFO regions) traces as one record,
@@ -173,7 +176,7 @@ class Tracer:
 
     def __init__(self, vocab: TraceVocab | None = None) -> None:
         self.rows: list[tuple] = []
-        self.templates: list[tuple[int, int, int, int, int, int]] = []
+        self.templates: list[tuple[int, int, int, int, int, int, int]] = []
         self._template_ids: dict[tuple, int] = {}
         self.shapes: list[tuple[int, int, int]] = []  # (first span, number of spans, number of times)
         self.shape_spans: list[tuple[int, int, int, int]] = []  # (end index, start off, end off, template)
@@ -193,11 +196,11 @@ class Tracer:
             raise ValueError(f"trace: name {name!r} is not in the vocabulary") from None
 
     def template(self, kind: str, name: int, layer: int | None = None, nbytes: int | None = None,
-                 flops: int | None = None, phase: str | None = None) -> int:
+                 flops: int | None = None, phase: str | None = None, region: int | None = None) -> int:
         """The id of a span shape; `name` is a code from `name()`."""
         try:
             key = (_KIND_CODES[kind], name, NULL if layer is None else layer, NULL if nbytes is None else nbytes,
-                   NULL if flops is None else flops, _PHASE_CODES[phase])
+                   NULL if flops is None else flops, _PHASE_CODES[phase], NULL if region is None else region)
         except KeyError as exc:
             raise ValueError(f"trace: unknown kind or phase {exc.args[0]!r}") from None
         tid = self._template_ids.get(key)
@@ -267,7 +270,7 @@ class RowEncoder:
         self._lp_code = vocab.lps.index(lp)
         self._dc_code = vocab.datacenters.index(datacenter)
         self._tracer = tracer
-        self._templates, self._shapes, self._spans = _Grown(6), _Grown(3), _Grown(4)
+        self._templates, self._shapes, self._spans = _Grown(7), _Grown(3), _Grown(4)
         self._carry = np.empty((5, 0), np.int64)
         self._template_rows, self._template_cols = -1, []
         self._constants: dict[tuple[str, int], pa.DictionaryArray] = {}
@@ -349,7 +352,7 @@ class RowEncoder:
         if len(table) != self._template_rows:
             self._template_rows = len(table)
             self._template_cols = [table[:, k].astype(t) for k, t in
-                                   enumerate((np.int32, np.int32, np.int16, np.int64, np.int64, np.int32))]
+                                   enumerate((np.int32, np.int32, np.int16, np.int64, np.int64, np.int32, np.int16))]
         return self._template_cols
 
     def _constant(self, key: str, code: int, n: int) -> pa.DictionaryArray:
@@ -359,14 +362,14 @@ class RowEncoder:
 
     def _batch(self, cols: np.ndarray) -> pa.RecordBatch:
         n = cols.shape[1]
-        kind, name, layer, nbytes, flops, phase = (c.take(cols[2]) for c in self._template_columns())
+        kind, name, layer, nbytes, flops, phase, region = (c.take(cols[2]) for c in self._template_columns())
         col = int_array
         return pa.record_batch([
             col(cols[0], pa.int64(), False), col(cols[1], pa.int64(), False),
             self._constant("lp", self._lp_code, n), self._constant("datacenter", self._dc_code, n),
             self._dict("kind", kind), self._dict("name", name),
             col(cols[3], pa.int64()), col(cols[4], pa.int32()), col(layer, pa.int16()),
-            col(nbytes, pa.int64()), col(flops, pa.int64()), self._dict("phase", phase),
+            col(nbytes, pa.int64()), col(flops, pa.int64()), self._dict("phase", phase), col(region, pa.int16()),
         ], schema=SPAN_SCHEMA)
 
 
