@@ -97,6 +97,8 @@ def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> 
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detail", choices=DETAILS, default="layer",
                    help="trace one span per wafer stage, per layer or per op")
+    p.add_argument("--fidelity", choices=("event", "analytic"), default="event",
+                   help="event: simulate (the default); analytic: a closed-form steady-state estimate, no trace")
     add_run_flags(p)
     return p
 
@@ -182,6 +184,16 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
             seed=args.seed, detail=args.detail, device=getattr(args, "wafer", defaults.device),
             requests=args.requests, rate_per_s=args.rate, prefill_chunk_tokens=args.prefill_chunk,
             spec_overrides=tuple(args.spec), link_overrides=tuple(args.link), **gpu)
+        if args.fidelity == "analytic":  # no trace: the ring as a cluster, as `prepare` builds it
+            from cluster.analytic import estimate
+            from cluster.analytic.report import format_estimate
+
+            cfg.validate()
+            summary = estimate(cfg.to_cluster(), {cfg.device: cfg.device_spec()})
+            if args.json:
+                return summary, True
+            print(format_estimate(summary))
+            return None, False
         return run_scenario(cfg, run_options(args, name, args.seed)), args.json
 
     return report(run)
@@ -230,12 +242,6 @@ def _main(argv: list[str] | None) -> int:
     if command == "calibrate":
         from cluster.commands.calibrate import main as calibrate
         return calibrate(rest)
-    if command == "plot":
-        from cluster.commands.plot import main as plot
-        return plot(rest)
-    if command == "perfetto":
-        from cluster.commands.perfetto import main as perfetto
-        return perfetto(rest)
     if command == "sweep":
         from cluster.commands.sweep import main as sweep
         return sweep(rest)
@@ -245,6 +251,12 @@ def _main(argv: list[str] | None) -> int:
     if command == "validate":
         from cluster.commands.validate import main as validate
         return validate(rest)
+    if command == "plot":
+        from cluster.commands.plot import main as plot
+        return plot(rest)
+    if command == "perfetto":
+        from cluster.commands.perfetto import main as perfetto
+        return perfetto(rest)
     if command == "summary":
         from cluster.results.summary import format_summary, summarize
         parser = _Parser(prog="wafersim summary", add_help=False)

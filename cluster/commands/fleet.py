@@ -38,6 +38,8 @@ def fleet_parser(name: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--detail", choices=DETAILS, default=None)
     p.add_argument("--dump-config", action="store_true", help="print the description as TOML and exit")
+    p.add_argument("--fidelity", choices=("event", "analytic"), default="event",
+                   help="event: simulate (the default); analytic: a closed-form steady-state estimate, no trace")
     add_run_flags(p)
     return p
 
@@ -116,6 +118,15 @@ def run_fleet_cli(name: str, default: ClusterSpec, description: str, argv: list[
         validate_cluster(spec)
         if args.dump_config:
             print(cluster_to_toml(spec), end="")
+            return None, False
+        if args.fidelity == "analytic":  # no trace: the same summary, in closed form
+            from cluster.analytic import estimate
+            from cluster.analytic.report import format_estimate
+
+            summary = estimate(spec)
+            if args.json:
+                return summary, True
+            print(format_estimate(summary))
             return None, False
         return run_cluster(spec, run_options(args, spec.name, spec.seed)), args.json
 

@@ -165,8 +165,23 @@ def format_rows(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def analytic_validation(as_json: bool) -> int:
+    """`wafersim validate --analytic`: the analytic tier against the event model on a grid of
+    points (users, wafers, sites, replicas), with the error on per-user speed and aggregate
+    throughput and the reason where one is over 10%."""
+    from cluster.analytic.grid import format_grid, rows_json, run_grid
+
+    rows = run_grid()
+    print(format_grid(rows))
+    if as_json:
+        print(json.dumps({"rows": rows_json(rows)}, sort_keys=True))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--analytic" in argv:
+        return analytic_validation("--json" in argv)
     table = energy_table()
     rows, notes = validation_rows(energy=table), h100_notes() + energy_notes(table)
     print(format_rows(rows))

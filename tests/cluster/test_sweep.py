@@ -236,6 +236,10 @@ def test_analytic_points_need_no_ray_and_refuse_refine_on_event(tmp_path):
 def test_a_thousand_analytic_points(tmp_path):
     need_analytic()
     spec = write(tmp_path, TINY + """
+        [[base.routers]]
+        name = "r"
+        site = "dallas"
+
         [grid]
         "users[0].rate_per_s" = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
         "users[0].requests" = [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120]
