@@ -188,6 +188,10 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
             from cluster.analytic import estimate
             from cluster.analytic.report import format_estimate
 
+            if args.price_kwh is not None or args.price_hour is not None:
+                raise ConfigError("--price-kwh/--price-hour: the analytic tier estimates no energy; "
+                                  "use --fidelity event")
+
             cfg.validate()
             summary = estimate(cfg.to_cluster(), {cfg.device: cfg.device_spec()})
             if args.json:

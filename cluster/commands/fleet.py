@@ -123,6 +123,10 @@ def run_fleet_cli(name: str, default: ClusterSpec, description: str, argv: list[
             from cluster.analytic import estimate
             from cluster.analytic.report import format_estimate
 
+            if args.price_kwh is not None or args.price_hour is not None:
+                raise ConfigError("--price-kwh/--price-hour: the analytic tier estimates no energy; "
+                                  "use --fidelity event")
+
             summary = estimate(spec)
             if args.json:
                 return summary, True

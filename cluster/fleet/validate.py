@@ -134,6 +134,9 @@ def _check_pipelines(spec: ClusterSpec) -> set[str]:
         at = f"pipelines[{i}]"
         _one_of(f"{at}.device", p.device, [*WAFER_PRESETS, *GPU_PRESETS], "device")
         _one_of(f"{at}.gpus", p.gpus, (1, 2, 4, 8), "GPU count")
+        if p.device in GPU_PRESETS and (p.wafers != 1 or p.stage_sites):
+            _fail(f"{at}.wafers", "a GPU pipeline sizes itself over DGX nodes in its replica's site; "
+                                  "leave wafers at 1 and stage_sites empty")
         _one_of(f"{at}.dtype", p.dtype, ("fp16", "fp8") if p.device in GPU_PRESETS else ("fp16",), "dtype")
         _at_least(f"{at}.wafers", p.wafers, 1)
         if p.stage_sites and len(p.stage_sites) != p.wafers:

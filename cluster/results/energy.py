@@ -124,7 +124,11 @@ def energy_summary(path: Path, output_tokens: int, run_s: float, meta: dict,
     total_j = float(energy_j.sum())
     sites = table.column("datacenter").to_pylist()
     kinds = table.column("device").to_pylist()
-    prices = prices or Prices(**meta.get("prices", {}))
+    ran = meta.get("prices", {})
+    given = prices or Prices()
+    prices = Prices(given.usd_per_kwh if given.usd_per_kwh is not None else ran.get("usd_per_kwh"),
+                    given.usd_per_device_hour if given.usd_per_device_hour is not None
+                    else ran.get("usd_per_device_hour"))
     device_hours = int(int_values(table.column("devices").combine_chunks()).sum()) * run_s / 3600
     cost = None
     if prices != Prices() and output_tokens:

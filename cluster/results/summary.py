@@ -199,8 +199,9 @@ def _latency_keys(name: str) -> list[str]:
 _KEYS = ["requests_completed", "requests_rejected", "tokens_per_s_per_user", "aggregate_tokens_per_s",
          *(key for name in ("ttft", "tpot", "itl", "e2e", "queue") for key in _latency_keys(name)),
          "slo_ttft_ms", "slo_tpot_ms", "goodput_requests_per_s", "goodput_fraction",
-         "link_ms_per_token", "link_share_of_tpot", "link_busy_share", "sim_time_s", "backend", "events", "rounds",
-         "messages", "wall_s", "trace"]
+         "link_ms_per_token", "link_share_of_tpot", "link_busy_share", "sim_time_s",
+         "energy_j", "joules_per_token", "avg_power_kw", "usd_per_million_tokens",
+         "backend", "events", "rounds", "messages", "wall_s", "trace"]
 _ALWAYS = {"requests_completed", "tokens_per_s_per_user", "aggregate_tokens_per_s", "ttft_ms_p50",
            "ttft_ms_p99", "tpot_ms_p50", "link_ms_per_token", "link_share_of_tpot", "sim_time_s",
            "backend", "events", "rounds", "messages", "wall_s", "trace"}

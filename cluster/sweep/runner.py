@@ -250,6 +250,7 @@ def run_sweep(sweep: SweepSpec, out: str | Path, *, fidelity: str | None = None,
     if refine < 0 or (refine and fidelity != "analytic"):
         raise ConfigError(f"--refine: needs fidelity analytic and N >= 0, got {refine} with {fidelity}")
     out = Path(out)
+    sweep.fingerprint()  # refuses a base it cannot hash (nan, a date) before OUT exists
     out.mkdir(parents=True, exist_ok=True)
     rec = _Recorder(sweep, out)
     result = SweepResult(table=rec.path)

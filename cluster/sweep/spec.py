@@ -88,7 +88,11 @@ class SweepSpec:
 
 
 def _sha(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+    try:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+    except (ValueError, TypeError) as exc:  # nan, inf, a TOML date: not a value a field can take
+        raise ConfigError(f"a [grid] or [set] value must be a finite number, a string, a boolean, an array "
+                          f"or a table ({exc})") from None
     return hashlib.sha256(text.encode()).hexdigest()
 
 

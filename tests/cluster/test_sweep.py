@@ -3,6 +3,8 @@ failed points, refining an analytic sweep. Event sweeps run on the session's Ray
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -263,3 +265,15 @@ def test_refine_reruns_picked_points_in_full(ray_cluster, tmp_path):
     assert len(df[df["fidelity"] == "analytic"]) == 12 and len(event) == 2
     assert sorted(event["refine_reason"]) == ["best", "surprise"] and set(event["status"]) == {"ok"}
     assert result.points == 14
+
+
+@pytest.mark.parametrize("body", ['[set]\n"users[0].rate_per_s" = inf\n[grid]\nseed = [1, 2]\n',
+                                  '[grid]\n"users[0].rate_per_s" = [nan, 4.0]\n',
+                                  '[grid]\nseed = [1979-05-27]\n'])
+def test_values_no_field_can_take_are_refused_before_out_exists(tmp_path, body):
+    spec = write(tmp_path, TINY + body)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "cluster.commands.cli", "sweep", str(spec), "-o", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "must be a finite number" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not out.exists()

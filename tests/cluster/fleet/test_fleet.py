@@ -163,3 +163,9 @@ def test_a_zero_latency_cycle_is_a_config_error():
     spec = replace(three_sites("round-robin"), links=LinksSpec(intra_site=LinkSpec(12, 100e9, 0)))
     with pytest.raises(ConfigError, match="zero-lookahead cycle"):
         build_cluster(spec)
+
+
+def test_a_gpu_pipeline_sizes_itself():
+    spec = replace(three_sites("round-robin"), pipelines=(PipelineSpec("p8", (L8,), wafers=2, device="h100"),))
+    with pytest.raises(ConfigError, match=r"pipelines\[0\].wafers: a GPU pipeline sizes itself"):
+        build_cluster(spec)

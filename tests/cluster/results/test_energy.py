@@ -115,3 +115,18 @@ def test_validate_reports_energy_rows_as_predictions():
     assert one.role == best.role == "prediction"
     assert one.simulated == pytest.approx(100 / 150) and best.simulated == pytest.approx(3.0 / 2.0)
     assert one.error_pct == pytest.approx((100 / 150 * 3 - 1) * 100, abs=0.01)
+
+
+def test_the_printed_summary_shows_energy_and_a_later_price_keeps_the_run_s(tmp_path):
+    trace = str(tmp_path / "t.arrow")
+    printed = run_cli("run", "llama8b_one_wafer", "--users", "2", "--output-tokens", "4", "--trace", trace,
+                      "--price-hour", "2").stdout
+    assert "joules_per_token" in printed and "usd_per_million_tokens" in printed
+    import json
+    both = json.loads(run_cli("summary", trace, "--price-kwh", "0.1", "--json").stdout)
+    assert both["usd_per_kwh"] == 0.1 and both["usd_per_device_hour"] == 2.0
+
+
+def test_the_analytic_tier_refuses_prices_it_cannot_use(tmp_path):
+    proc = run_cli("run", "llama70b_four_wafers", "--fidelity", "analytic", "--price-kwh", "0.1", check=False)
+    assert proc.returncode == 2 and "analytic tier estimates no energy" in proc.stderr
