@@ -13,21 +13,25 @@ time, which a link's transfers never overlap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import simpy
 
 from common.units import NULL
+from interconnect.faults import KINDS as FAULT_KINDS
+from interconnect.faults import LinkFault, bandwidth_share, wire_start_ps
 from interconnect.spec import LinkSpec
 
 
 class Link:
     def __init__(self, env: simpy.Environment, spec: LinkSpec,
-                 send: Callable[[Any, int, int], None], tracer) -> None:
-        self.env, self.spec = env, spec
+                 send: Callable[[Any, int, int], None], tracer, faults: tuple[LinkFault, ...] = ()) -> None:
+        self.env, self.spec, self.faults = env, spec, tuple(faults)
         self._send, self._tracer, self._rows = send, tracer, tracer.rows
         self._names = (tracer.name("wait"), tracer.name("transfer"), tracer.name("propagation"))
+        self._fault_names = {k: tracer.name(k) for k in FAULT_KINDS}
         self._wire_free_ps = 0
         # By (size, phase): a run sends few distinct sizes.
         self._by_size: dict[tuple[int, str | None], tuple[int, int, int]] = {}
@@ -56,6 +60,9 @@ class Link:
                 token: int | None = None, phase: str | None = None) -> None:
         now = self.env._now  # the hot path skips the property
         start = now if now >= self._wire_free_ps else self._wire_free_ps
+        if self.faults:
+            self._receive_faulted(payload, size_bytes, now, start, request_id, token, phase)
+            return
         serialization, queue_template, record = (
             self._by_size.get((size_bytes, phase)) or self._shape(size_bytes, phase))
         end = start + serialization
@@ -69,5 +76,32 @@ class Link:
         self._rows.append((record, rid, tok, start))
         self._send(payload, arrive, size_bytes)
 
+    def _receive_faulted(self, payload: Any, size_bytes: int, now: int, ready: int, request_id: int | None,
+                         token: int | None, phase: str | None) -> None:
+        """A transfer on a link with a fault schedule: it waits out outages and serializes
+        at the bandwidth left; traced as plain rows (faults are rare, the fast path is not)."""
+        start = wire_start_ps(self.faults, ready)
+        share = bandwidth_share(self.faults, start)
+        serialization = math.ceil(self.spec.serialization_ps(size_bytes) / share)
+        end = start + serialization
+        self._wire_free_ps = end
+        arrive = end + self.spec.latency_ps
+        rid = NULL if request_id is None else request_id
+        tok = NULL if token is None else token
+        self.bytes_by_request[rid] = self.bytes_by_request.get(rid, 0) + size_bytes
+        wait, transfer, propagation = self._names
+        if start > now:
+            self._rows.append((now, start, self._tracer.template("queue", wait, None, size_bytes, None, phase),
+                               rid, tok))
+        self._rows.append((start, end, self._tracer.template("link", transfer, None, size_bytes, None, phase),
+                           rid, tok))
+        if arrive > end:
+            self._rows.append((end, arrive, self._tracer.template("flight", propagation, None, size_bytes, None,
+                                                                   phase), rid, tok))
+        self._send(payload, arrive, size_bytes)
+
     def finish(self, end_ps: int) -> None:
-        pass
+        """Trace each declared fault as a span of kind "fault"."""
+        for f in self.faults:
+            template = self._tracer.template("fault", self._fault_names[f.kind])
+            self._rows.append((f.start_ps, f.end_ps, template, NULL, NULL))

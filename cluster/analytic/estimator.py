@@ -30,6 +30,8 @@ def estimate(spec: ClusterSpec, devices: Mapping[str, WaferSpec | GpuSpec] | Non
     how). `devices` replaces presets by name, as `build_cluster`'s does."""
     wall0 = time.perf_counter()
     validate_cluster(spec)
+    if spec.faults:
+        raise ConfigError("faults: the analytic tier models a steady state without faults; use fidelity event")
     devices = {**WAFER_PRESETS, **GPU_PRESETS, **(devices or {})}
     wanted = demands(spec)
     longest: dict[str, int] = {}

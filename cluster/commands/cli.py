@@ -50,6 +50,29 @@ def parse_sites(text: str) -> tuple[str, ...]:
     return tuple(sites)
 
 
+def parse_fault(text: str):
+    """`KIND:LINK:at_ms=A:for_ms=D[:bandwidth=B]`, e.g. `link-down:link:wafer1->wafer2:at_ms=5:for_ms=50`
+    (the link's own name has a colon: every field without `=` belongs to it)."""
+    from cluster.fleet.spec import FaultSpec
+
+    kind, _, rest = text.partition(":")
+    fields = rest.split(":")
+    target = ":".join(f for f in fields if "=" not in f)
+    values: dict[str, float] = {}
+    for item in (f for f in fields if "=" in f):
+        key, _, value = item.partition("=")
+        if key not in ("at_ms", "for_ms", "bandwidth"):
+            raise argparse.ArgumentTypeError(f"unknown field {key!r} in {text!r}; known: at_ms, for_ms, bandwidth")
+        try:
+            values[key] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{key}: expected a number, got {value!r}") from None
+    missing = [k for k in ("at_ms", "for_ms") if k not in values]
+    if not target or missing:
+        raise argparse.ArgumentTypeError(f"expected KIND:LINK:at_ms=A:for_ms=D[:bandwidth=B], got {text!r}")
+    return FaultSpec(kind, target, values["at_ms"], values["for_ms"], values.get("bandwidth", 1.0))
+
+
 def _spec_override(text: str) -> tuple[str, float]:
     key, sep, value = text.partition("=")
     try:
@@ -94,6 +117,9 @@ def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> 
                    help="change a device constant, e.g. clock_hz=1.2e9 (repeatable)")
     p.add_argument("--link", action="append", default=[], type=_spec_override, metavar="FIELD=VALUE",
                    help="change the inter-device link: lanes, lane_bits_per_s, latency_ps (repeatable)")
+    p.add_argument("--fault", action="append", default=[], type=parse_fault, metavar="SPEC",
+                   help="link-down:LINK:at_ms=A:for_ms=D or link-degraded:LINK:at_ms=A:for_ms=D:bandwidth=B "
+                        "(repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detail", choices=DETAILS, default="layer",
                    help="trace one span per wafer stage, per layer or per op")
@@ -183,7 +209,7 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
             users=args.users, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
             seed=args.seed, detail=args.detail, device=getattr(args, "wafer", defaults.device),
             requests=args.requests, rate_per_s=args.rate, prefill_chunk_tokens=args.prefill_chunk,
-            spec_overrides=tuple(args.spec), link_overrides=tuple(args.link), **gpu)
+            spec_overrides=tuple(args.spec), link_overrides=tuple(args.link), faults=tuple(args.fault), **gpu)
         if args.fidelity == "analytic":  # no trace: the ring as a cluster, as `prepare` builds it
             from cluster.analytic import estimate
             from cluster.analytic.report import format_estimate

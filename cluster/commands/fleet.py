@@ -8,7 +8,7 @@ import argparse
 import math
 from dataclasses import replace
 
-from cluster.commands.cli import _Parser, add_run_flags, report, run_options
+from cluster.commands.cli import _Parser, add_run_flags, parse_fault, report, run_options
 from cluster.fleet.spec import ClusterSpec
 from common.errors import ConfigError
 from wafer import DETAILS
@@ -37,6 +37,8 @@ def fleet_parser(name: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--max-active", type=int, default=None, help="cap on requests a replica serves at once (0: bytes)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--detail", choices=DETAILS, default=None)
+    p.add_argument("--fault", action="append", default=[], type=parse_fault, metavar="SPEC",
+                   help="link-down:LINK:at_ms=A:for_ms=D or link-degraded:...:bandwidth=B (repeatable)")
     p.add_argument("--dump-config", action="store_true", help="print the description as TOML and exit")
     p.add_argument("--fidelity", choices=("event", "analytic"), default="event",
                    help="event: simulate (the default); analytic: a closed-form steady-state estimate, no trace")
@@ -104,7 +106,8 @@ def apply_flags(spec: ClusterSpec, args: argparse.Namespace) -> ClusterSpec:
     top = {"time_scale": args.time_scale, "slo_ttft_ms": args.slo_ttft_ms, "slo_tpot_ms": args.slo_tpot_ms,
            "max_active": args.max_active, "seed": args.seed, "detail": args.detail}
     top = {k: v for k, v in top.items() if v is not None}
-    return replace(spec, replicas=tuple(replicas), users=tuple(users), routers=routers, **top)
+    return replace(spec, replicas=tuple(replicas), users=tuple(users), routers=routers,
+                   faults=spec.faults + tuple(args.fault), **top)
 
 
 def run_fleet_cli(name: str, default: ClusterSpec, description: str, argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from cluster.commands.progress import RunProgress
 from cluster.engine.graph import Graph
 from cluster.fleet.build import build_cluster
-from cluster.fleet.spec import ClusterSpec, LinksSpec, PipelineSpec, ReplicaSpec, UserSpec
+from cluster.fleet.spec import ClusterSpec, FaultSpec, LinksSpec, PipelineSpec, ReplicaSpec, UserSpec
 from cluster.results.energy import Prices, energy_batch, energy_by_lp, request_energy_j
 from cluster.results.summary import summarize
 from cluster.results.trace import TraceVocab, TraceWriter, energy_path, requests_path, tokens_path
@@ -47,6 +47,7 @@ class ScenarioConfig:
     dtype: str = "fp16"  # GPU devices: weight precision
     spec_overrides: tuple[tuple[str, float], ...] = ()  # (field, value) changes to the device preset
     link_overrides: tuple[tuple[str, float], ...] = ()  # (field, value) changes to the inter-device link
+    faults: tuple[FaultSpec, ...] = ()  # links down or degraded for a while (cluster.fleet.spec.FaultSpec)
 
     @property
     def on_gpu(self) -> bool:
@@ -79,7 +80,8 @@ class ScenarioConfig:
                          arrivals_stream="arrivals")  # the stream these scenarios always drew from
         return ClusterSpec(self.scenario, (pipe,), (ReplicaSpec("ring", 1, (home,)),), (users,),
                            links=LinksSpec(link, link), seed=self.seed, detail=self.detail,
-                           prefill_chunk_tokens=self.prefill_chunk_tokens, max_active=self.users)
+                           prefill_chunk_tokens=self.prefill_chunk_tokens, max_active=self.users,
+                           faults=self.faults)
 
     def validate(self) -> None:
         for name in ("wafers", "users", "prompt_tokens", "output_tokens", "prefill_chunk_tokens"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import simpy
 
@@ -31,9 +31,10 @@ from cluster.serving.router import ReplicaInfo, RouterConfig, replica_port, user
 from cluster.serving.users import ClosedLoop, UsersConfig
 from cluster.serving.workload import Request, arrival_times_ps, rng_for
 from common.errors import ConfigError
-from common.units import PS_PER_S, ps_from_s
+from common.units import PS_PER_S, ps_from_ms, ps_from_s
 from gpu import GPU_PRESETS, GpuSpec
 from interconnect import SITES, LinkSpec, fibre_latency_ps
+from interconnect.faults import LinkFault
 from llm.config import LlamaConfig, resolve_model
 from wafer import WAFER_PRESETS, WaferSpec
 from wafer.model import CoTenant
@@ -263,8 +264,27 @@ def build_cluster(spec: ClusterSpec, devices: Mapping[str, WaferSpec | GpuSpec] 
             lps.append((link, sites[i], LinkConfig(_stage_link(spec, sites[i], sites[j]))))
             channels += [Channel(stage, link, 0), Channel(link, names[j] if j else head, 0)]
 
+    lps = _with_faults(spec, lps)
     graph, vocab = _graph(lps, channels)
     return BuiltCluster(graph, vocab, {p.name: stages[p.name].units for p in spec.pipelines})
+
+
+def _with_faults(spec: ClusterSpec, lps: list[tuple[str, str, object]]) -> list[tuple[str, str, object]]:
+    """Each declared fault on the link LP it names (a name that is no link is an error)."""
+    if not spec.faults:
+        return lps
+    links = {name: i for i, (name, _, config) in enumerate(lps) if isinstance(config, LinkConfig)}
+    out = list(lps)
+    for i, f in enumerate(spec.faults):
+        if f.target not in links:
+            raise ConfigError(f"faults[{i}].target: no link {f.target!r}; links: {', '.join(links) or 'none'}")
+        try:
+            fault = LinkFault(f.kind, ps_from_ms(f.at_ms), ps_from_ms(f.at_ms + f.for_ms), f.bandwidth)
+        except ValueError as exc:
+            raise ConfigError(f"faults[{i}]: {exc}") from None
+        name, site, config = out[links[f.target]]
+        out[links[f.target]] = (name, site, replace(config, faults=config.faults + (fault,)))
+    return out
 
 
 def _graph(lps: list[tuple[str, str, object]], channels: list[Channel]) -> tuple[Graph, TraceVocab]:

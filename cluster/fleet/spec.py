@@ -104,6 +104,19 @@ class LinksSpec:
 
 
 @dataclass(frozen=True)
+class FaultSpec:
+    """A fault in the simulated cluster: `link-down` (the link carries nothing from `at_ms`
+    for `for_ms`; transfers wait) or `link-degraded` (it keeps `bandwidth` of its
+    bandwidth). `target` names the link LP, e.g. "link:wafer1->wafer2"."""
+
+    kind: str
+    target: str
+    at_ms: float
+    for_ms: float
+    bandwidth: float = 1.0
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     """A whole simulated cluster. `max_active`: a replica's cap on requests served at once
     (0: admission by KV-cache bytes alone). SLOs feed goodput (0: no SLO)."""
@@ -122,3 +135,4 @@ class ClusterSpec:
     time_scale: float = 1.0
     slo_ttft_ms: float = 0.0
     slo_tpot_ms: float = 0.0
+    faults: tuple[FaultSpec, ...] = ()

@@ -232,4 +232,11 @@ def validate_cluster(spec: ClusterSpec) -> None:
         if model not in served:
             _fail(f"{at}.model", f"no pipeline serves {model!r}; served: {', '.join(sorted(served))}")
 
+    for i, f in enumerate(spec.faults):
+        _one_of(f"faults[{i}].kind", f.kind, ("link-down", "link-degraded"), "fault kind")
+        _at_least(f"faults[{i}].at_ms", f.at_ms, 0)
+        _above(f"faults[{i}].for_ms", f.for_ms, 0)
+        if not 0 < f.bandwidth <= 1:
+            _fail(f"faults[{i}].bandwidth", f"must be in (0, 1], got {f.bandwidth}")
+
     _check_capacity(spec)

@@ -25,7 +25,7 @@ from common.units import NULL
 
 # A span's kind. Codes are positions here: append, never reorder. A link's transfer is two
 # spans: "link" while the wire is busy serialising it, "flight" while it propagates.
-KINDS = ("compute", "sram", "fabric", "link", "queue", "request", "flight")
+KINDS = ("compute", "sram", "fabric", "link", "queue", "request", "flight", "fault")
 PHASES = ("prefill", "decode")
 BATCH_ROWS = 65_536
 _DICT = pa.dictionary(pa.int32(), pa.string())

@@ -14,6 +14,7 @@ import simpy
 from cluster.engine.messages import Message
 from gpu import GpuSpec, GpuStage, GpuStagePlan
 from interconnect import Link, LinkSpec
+from interconnect.faults import LinkFault
 from llm.ops import LayerShape
 from wafer import CoTenant, Unit, WaferSpec, WaferStage
 
@@ -60,9 +61,10 @@ class WaferConfig:
 @dataclass(frozen=True)
 class LinkConfig:
     spec: LinkSpec
+    faults: tuple[LinkFault, ...] = ()
 
     def build(self, env: simpy.Environment, send, tracer) -> LinkLP:
-        return LinkLP(env, self.spec, send, tracer)
+        return LinkLP(env, self.spec, send, tracer, self.faults)
 
 
 class GpuLP(GpuStage):

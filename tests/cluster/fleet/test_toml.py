@@ -227,7 +227,7 @@ def _without(table: str, text: str) -> str:
 
 # (what to change in the example, the text the message must hold)
 BAD_FILES = [
-    (lambda t: "nme = 'x'\n" + t, "cluster.toml: nme: unknown key; known: detail, links,"),
+    (lambda t: "nme = 'x'\n" + t, "cluster.toml: nme: unknown key; known: detail, faults, links,"),
     (lambda t: t.replace("requests = 1000", "requests = 1000\nrate = 3"),
      "users[0].rate: unknown key; known: arrivals, arrivals_stream, burstiness_cv,"),
     (lambda t: t.replace("[links.wan]\n", "[links.wan]\nspeed = 1\n"), "links.wan.speed: unknown key"),
