@@ -255,7 +255,7 @@ def _main(argv: list[str] | None) -> int:
         return 0 if argv else EXIT_USAGE
     command, rest = argv[0], argv[1:]
     if command == "list":
-        for path in sorted(Path(__file__).resolve().parent.parent.joinpath("scenarios").glob("*.py")):
+        for path in sorted(Path(__file__).resolve().parents[2].joinpath("scenarios").glob("*.py")):
             if not path.name.startswith("_"):
                 print(path.stem)
         return 0

@@ -199,3 +199,8 @@ def test_ten_reruns_give_ten_identical_traces_and_another_seed_another(tmp_path)
     runs = [files(7, i) for i in range(10)]
     assert len(runs[0]) == 4 and all(r == runs[0] for r in runs[1:])
     assert files(8, 0)[0] != runs[0][0]
+
+
+def test_list_names_every_scenario():
+    listed = run_cli("list").stdout.split()
+    assert {"llama70b_four_wafers", "llama8b_one_wafer", "fleet", "h100_baseline", "bench_fleet"} <= set(listed)
