@@ -7,7 +7,7 @@ import json
 import sys
 import tempfile
 
-from cluster.commands.cli import _Parser
+from cluster.commands.common import Parser
 from cluster.commands.scenario import RunOptions, ScenarioConfig, run_scenario
 from cluster.results.energy import Prices
 from cluster.serving.plan import plan_pipeline
@@ -32,7 +32,7 @@ def fewest_wafers(model: str, kv_tokens: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="wafersim run h100_vs_wse3", description=__doc__.splitlines()[0])
+    p = Parser(prog="wafersim run h100_vs_wse3", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="llama3.1-8b")
     p.add_argument("--users", type=int, default=1)
     p.add_argument("--prompt-tokens", type=int, default=128)

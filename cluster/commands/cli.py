@@ -12,17 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.commands.common import EXIT_USAGE, Parser
 from cluster.engine.backends import BACKENDS
 from common.errors import ConfigError, SimError
 from wafer import DETAILS
-
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise ConfigError(message)
-
 
 SITE_GROUPS = 10**9  # `--lps-per-actor site`: as many as a datacenter has
 
@@ -96,7 +89,7 @@ class ScenarioDefaults:
 
 
 def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"wafersim run {name}", description=description)
+    p = Parser(prog=f"wafersim run {name}", description=description)
     p.add_argument("--model", default=defaults.model, help="preset name or path to a HF config.json")
     if defaults.gpus is None:
         p.add_argument("--wafers", type=int, default=defaults.wafers)
@@ -289,7 +282,7 @@ def _main(argv: list[str] | None) -> int:
         return perfetto(rest)
     if command == "summary":
         from cluster.results.summary import format_summary, summarize
-        parser = _Parser(prog="wafersim summary", add_help=False)
+        parser = Parser(prog="wafersim summary", add_help=False)
         parser.add_argument("paths", nargs="*")
         parser.add_argument("--json", action="store_true")
         # None: the SLOs the run recorded in the trace, if any; 0: no SLO.

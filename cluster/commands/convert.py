@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
+from cluster.commands.common import Parser, guarded
 from cluster.serving.requestfile import convert_azure, convert_sharegpt, request_file_format, write_request_file
-from common.errors import ConfigError, SimError
-
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise ConfigError(message)
+from common.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="wafersim convert", description="Convert a public LLM trace into a request file.")
-    kinds = p.add_subparsers(dest="kind", required=True, metavar="{azure,sharegpt}")  # subparsers share _Parser
+    p = Parser(prog="wafersim convert", description="Convert a public LLM trace into a request file.")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="{azure,sharegpt}")  # subparsers share Parser
     azure = kinds.add_parser("azure", help="Azure LLM inference trace CSV (AzurePublicDataset 2023, 2024)")
     sharegpt = kinds.add_parser("sharegpt", help="ShareGPT-style conversations JSON; arrivals drawn Poisson")
     for sub in (azure, sharegpt):
@@ -37,28 +30,22 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Exit codes: 0 written, 2 bad input (nothing written)."""
-    try:
-        args = parser().parse_args(argv)
-        request_file_format(args.output)  # refused before a long conversion, not after
-        if args.limit is not None and args.limit <= 0:
-            raise ConfigError(f"--limit: must be > 0, got {args.limit}")
-        if args.kind == "azure":
-            rows, skipped = convert_azure(args.input)
-            note = f" ({skipped} skipped: zero context or generated tokens)"
-        else:
-            if not (math.isfinite(args.rate) and args.rate > 0):
-                raise ConfigError(f"--rate: must be a finite number > 0, got {args.rate}")
-            rows, note = convert_sharegpt(args.input, args.rate, args.seed), ""
-        rows = rows[:args.limit]
-        write_request_file(rows, args.output)
-    except SimError as exc:
-        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:  # not expected: the converters and the writer say what failed as ConfigError
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_USAGE
+    return guarded("", lambda: _convert(argv))
+
+
+def _convert(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    request_file_format(args.output)  # refused before a long conversion, not after
+    if args.limit is not None and args.limit <= 0:
+        raise ConfigError(f"--limit: must be > 0, got {args.limit}")
+    if args.kind == "azure":
+        rows, skipped = convert_azure(args.input)
+        note = f" ({skipped} skipped: zero context or generated tokens)"
+    else:
+        if not (math.isfinite(args.rate) and args.rate > 0):
+            raise ConfigError(f"--rate: must be a finite number > 0, got {args.rate}")
+        rows, note = convert_sharegpt(args.input, args.rate, args.seed), ""
+    rows = rows[:args.limit]
+    write_request_file(rows, args.output)
     print(f"wrote {len(rows)} request{'' if len(rows) == 1 else 's'} to {args.output}{note}")
     return 0

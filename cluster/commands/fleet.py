@@ -8,14 +8,15 @@ import argparse
 import math
 from dataclasses import replace
 
-from cluster.commands.cli import _Parser, add_run_flags, parse_fault, report, run_options
+from cluster.commands.cli import add_run_flags, parse_fault, report, run_options
+from cluster.commands.common import Parser
 from cluster.fleet.spec import ClusterSpec
 from common.errors import ConfigError
 from wafer import DETAILS
 
 
 def fleet_parser(name: str, description: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"wafersim run {name}", description=description)
+    p = Parser(prog=f"wafersim run {name}", description=description)
     p.add_argument("--config", default=None, help="a cluster description in TOML (default: the scenario's own)")
     p.add_argument("--replicas", action="append", default=[], metavar="N|PIPELINE=N",
                    help="replicas of the first pipeline, or of the one named (repeatable)")

@@ -10,23 +10,16 @@ A user mistake prints one line `error: ...` and exits with code 2, leaving no OU
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from common.errors import ConfigError, SimError
-
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise ConfigError(message)
+from cluster.commands.common import Parser, guarded
+from common.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
     from cluster.results.perfetto import DEFAULT_FLOW_REQUESTS, DEFAULT_MAX_EVENTS
 
-    p = _Parser(prog="wafersim perfetto", description="Export a trace as Chrome trace-event JSON for Perfetto.")
+    p = Parser(prog="wafersim perfetto", description="Export a trace as Chrome trace-event JSON for Perfetto.")
     p.add_argument("trace", metavar="TRACE", help="a span trace (.arrow)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the JSON file to write (.json)")
     p.add_argument("--from-ms", type=float, default=None, help="window start (simulated ms)")
@@ -42,29 +35,23 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Exit codes: 0 written, 2 bad input (nothing written)."""
-    try:
-        args = parser().parse_args(argv)
-        out = Path(args.output)
-        if out.suffix.lower() != ".json":
-            raise ConfigError(f"-o {out}: the output must end in .json")
-        if not out.parent.is_dir():
-            raise ConfigError(f"-o {out}: no such directory {out.parent}")
-        from cluster.results.perfetto import export_perfetto
+    return guarded("perfetto", lambda: _export(argv))
 
-        kinds = None if args.kinds is None else tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-        if kinds is not None and not kinds:
-            raise ConfigError("--kinds: give at least one span kind")
-        stats = export_perfetto(args.trace, out, args.from_ms, args.to_ms, args.max_events, args.flow_requests,
-                                kinds)
-    except SimError as exc:
-        print("error: perfetto: " + " ".join(str(exc).splitlines()), file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"error: perfetto: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_USAGE
+
+def _export(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    out = Path(args.output)
+    if out.suffix.lower() != ".json":
+        raise ConfigError(f"-o {out}: the output must end in .json")
+    if not out.parent.is_dir():
+        raise ConfigError(f"-o {out}: no such directory {out.parent}")
+    from cluster.results.perfetto import export_perfetto
+
+    kinds = None if args.kinds is None else tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if kinds is not None and not kinds:
+        raise ConfigError("--kinds: give at least one span kind")
+    stats = export_perfetto(args.trace, out, args.from_ms, args.to_ms, args.max_events, args.flow_requests,
+                            kinds)
     notes = ""
     if stats["cut_at_ms"] is not None:
         notes += (f"; more than {args.max_events:,} spans: cut at {stats['cut_at_ms']:.6g} ms "

@@ -10,22 +10,14 @@ prints one line `error: ...` and exits with code 2, leaving no OUT behind.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from common.errors import ConfigError, SimError
-
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise ConfigError(message)
+from cluster.commands.common import Parser, guarded
 
 
 def parser() -> argparse.ArgumentParser:
     from cluster.results.plots import KINDS, MAX_ROWS
 
-    p = _Parser(prog="wafersim plot", description="Plot a sweep's results table or a trace.")
+    p = Parser(prog="wafersim plot", description="Plot a sweep's results table or a trace.")
     p.add_argument("path", metavar="PATH", help="a sweep table (.parquet, .csv) or a trace (.arrow)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help=".png or .svg")
     p.add_argument("--kind", choices=KINDS, default=None, help="what to draw (default: by the input)")
@@ -40,21 +32,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Exit codes: 0 written, 2 bad input (nothing written)."""
-    try:
-        args = parser().parse_args(argv)
-        from cluster.results.plots import plot
+    return guarded("plot", lambda: _plot(argv))
 
-        drawn = plot(args.path, args.output, kind=args.kind, x=args.x, y=args.y, from_ms=args.from_ms,
-                     to_ms=args.to_ms, lp=args.lp, max_rows=args.max_rows)
-    except SimError as exc:
-        print("error: plot: " + " ".join(str(exc).splitlines()), file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"error: plot: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_USAGE
+
+def _plot(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    from cluster.results.plots import plot
+
+    drawn = plot(args.path, args.output, kind=args.kind, x=args.x, y=args.y, from_ms=args.from_ms,
+                 to_ms=args.to_ms, lp=args.lp, max_rows=args.max_rows)
     what = drawn["kind"]
     if "x" in drawn:
         what += f" ({drawn['y']} vs {drawn['x']}, {drawn['points']} points)"

@@ -7,14 +7,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cluster.commands.cli import EXIT_USAGE, _Parser
-from common.errors import ConfigError, SimError
+from cluster.commands.common import Parser, guarded
+from common.errors import ConfigError
 
 
 def sweep_parser():
     from cluster.sweep.spec import FIDELITIES
 
-    p = _Parser(prog="wafersim sweep", description=__doc__)
+    p = Parser(prog="wafersim sweep", description=__doc__)
     p.add_argument("spec", help="the sweep, in TOML (see scenarios/sweeps/)")
     p.add_argument("-o", "--out", default=None, help="results folder (default: sweeps/SPEC_NAME)")
     p.add_argument("--fidelity", choices=FIDELITIES, default=None, help="override the file's fidelity")
@@ -27,26 +27,20 @@ def sweep_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return guarded("sweep", lambda: _sweep(argv), interrupted="interrupted; finished points are kept, rerun to go on")
+
+
+def _sweep(argv: list[str]) -> int:
     from cluster.sweep import load_sweep, run_sweep
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = sweep_parser().parse_args(argv)
-        if args.max_points is not None and args.max_points < 0:
-            raise ConfigError(f"--max-points: must be >= 0, got {args.max_points}")
-        sweep = load_sweep(args.spec)
-        out = Path(args.out) if args.out else Path("sweeps") / Path(args.spec).stem
-        result = run_sweep(sweep, out, fidelity=args.fidelity, refine=args.refine, address=args.address,
-                           progress=not args.quiet, max_points=args.max_points, handle_sigterm=True)
-    except (ConfigError, SimError) as exc:
-        print(f"error: sweep: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"error: sweep: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: sweep: interrupted; finished points are kept, rerun to go on", file=sys.stderr)
-        return EXIT_USAGE
+    args = sweep_parser().parse_args(argv)
+    if args.max_points is not None and args.max_points < 0:
+        raise ConfigError(f"--max-points: must be >= 0, got {args.max_points}")
+    sweep = load_sweep(args.spec)
+    out = Path(args.out) if args.out else Path("sweeps") / Path(args.spec).stem
+    result = run_sweep(sweep, out, fidelity=args.fidelity, refine=args.refine, address=args.address,
+                       progress=not args.quiet, max_points=args.max_points, handle_sigterm=True)
     more = "; stopped at --max-points, rerun to go on" if result.stopped else ""
     print(f"sweep: {result.points} points: {len(result.ran)} run, {result.skipped} skipped (done before), "
           f"{result.failed} failed, {result.wall_s:.1f} s -> {result.table}{more}")
