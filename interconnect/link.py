@@ -33,38 +33,41 @@ class Link:
         self._names = (tracer.name("wait"), tracer.name("transfer"), tracer.name("propagation"))
         self._fault_names = {k: tracer.name(k) for k in FAULT_KINDS}
         self._wire_free_ps = 0
-        # By (size, phase): a run sends few distinct sizes.
-        self._by_size: dict[tuple[int, str | None], tuple[int, int, int]] = {}
+        # By (size, phase, bandwidth share): a run sends few distinct sizes.
+        self._by_size: dict[tuple[int, str | None, float], tuple[int, int, int]] = {}
         self.transit_ps = spec.latency_ps  # nothing crosses faster than the light does
         self.bytes_by_request: dict[int, int] = {}  # carried for each request (energy); NULL: none
 
     def horizon_ps(self) -> int | None:
         return None  # every transfer is sent the moment it enters
 
-    def _shape(self, size_bytes: int, phase: str | None) -> tuple[int, int, int]:
-        """(serialization time, queue template, record shape) for a transfer size: the
-        shape lays out its busy and flight spans from the time it starts on the wire, so a
-        transfer traces as one record (`Tracer.pass_shape`), not two rows."""
+    def _shape(self, size_bytes: int, phase: str | None, share: float) -> tuple[int, int, int]:
+        """(serialization time, queue template, record shape) for a transfer size at a share
+        of the bandwidth (1 but on a degraded link): the shape lays out its busy and flight
+        spans from the time it starts on the wire, so a transfer traces as one record
+        (`Tracer.pass_shape`), not two rows."""
         tracer, (wait, transfer, propagation) = self._tracer, self._names
-        serialization, latency = self.spec.serialization_ps(size_bytes), self.spec.latency_ps
+        serialization = math.ceil(self.spec.serialization_ps(size_bytes) / share)
+        latency = self.spec.latency_ps
         spans = ((0, 0, serialization, tracer.template("link", transfer, None, size_bytes, None, phase)),)
         if latency:
             spans += ((0, serialization, serialization + latency,
                        tracer.template("flight", propagation, None, size_bytes, None, phase)),)
         shape = (serialization, tracer.template("queue", wait, None, size_bytes, None, phase),
                  tracer.pass_shape(1, spans))
-        self._by_size[(size_bytes, phase)] = shape
+        self._by_size[(size_bytes, phase, share)] = shape
         return shape
 
     def receive(self, payload: Any, size_bytes: int, request_id: int | None = None,
                 token: int | None = None, phase: str | None = None) -> None:
         now = self.env._now  # the hot path skips the property
         start = now if now >= self._wire_free_ps else self._wire_free_ps
-        if self.faults:
-            self._receive_faulted(payload, size_bytes, now, start, request_id, token, phase)
-            return
+        share = 1.0
+        if self.faults:  # a declared schedule: the arrival is still known now
+            start = wire_start_ps(self.faults, start)
+            share = bandwidth_share(self.faults, start)
         serialization, queue_template, record = (
-            self._by_size.get((size_bytes, phase)) or self._shape(size_bytes, phase))
+            self._by_size.get((size_bytes, phase, share)) or self._shape(size_bytes, phase, share))
         end = start + serialization
         self._wire_free_ps = end
         arrive = end + self.spec.latency_ps
@@ -74,30 +77,6 @@ class Link:
         if start > now:
             self._rows.append((now, start, queue_template, rid, tok))
         self._rows.append((record, rid, tok, start))
-        self._send(payload, arrive, size_bytes)
-
-    def _receive_faulted(self, payload: Any, size_bytes: int, now: int, ready: int, request_id: int | None,
-                         token: int | None, phase: str | None) -> None:
-        """A transfer on a link with a fault schedule: it waits out outages and serializes
-        at the bandwidth left; traced as plain rows (faults are rare, the fast path is not)."""
-        start = wire_start_ps(self.faults, ready)
-        share = bandwidth_share(self.faults, start)
-        serialization = math.ceil(self.spec.serialization_ps(size_bytes) / share)
-        end = start + serialization
-        self._wire_free_ps = end
-        arrive = end + self.spec.latency_ps
-        rid = NULL if request_id is None else request_id
-        tok = NULL if token is None else token
-        self.bytes_by_request[rid] = self.bytes_by_request.get(rid, 0) + size_bytes
-        wait, transfer, propagation = self._names
-        if start > now:
-            self._rows.append((now, start, self._tracer.template("queue", wait, None, size_bytes, None, phase),
-                               rid, tok))
-        self._rows.append((start, end, self._tracer.template("link", transfer, None, size_bytes, None, phase),
-                           rid, tok))
-        if arrive > end:
-            self._rows.append((end, arrive, self._tracer.template("flight", propagation, None, size_bytes, None,
-                                                                   phase), rid, tok))
         self._send(payload, arrive, size_bytes)
 
     def finish(self, end_ps: int) -> None:
