@@ -8,6 +8,7 @@ component. The subclasses add the one thing a model lacks to be an LP: taking a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import simpy
 
@@ -43,6 +44,7 @@ class LinkLP(Link):
 
 @dataclass(frozen=True)
 class WaferConfig:
+    is_device: ClassVar[bool] = True  # its actor is a WaferActor
     spec: WaferSpec
     shape: LayerShape
     vocab_size: int
@@ -77,6 +79,7 @@ class GpuLP(GpuStage):
 
 @dataclass(frozen=True)
 class GpuConfig:
+    is_device: ClassVar[bool] = True
     spec: GpuSpec
     shape: LayerShape
     vocab_size: int

@@ -97,11 +97,11 @@ class RayBackend:
         self._labels: list[str] = []
         try:
             sites = {lp.name: lp.datacenter for lp in graph.lps}
+            devices = {lp.name for lp in graph.lps if getattr(lp.config, "is_device", False)}
             options = self._placement_options(placement, groups, sites)
             run_id = uuid.uuid4().hex[:8]
             for group, opts in zip(groups, options):
-                holds_device = any(n.rpartition(".")[2].startswith(("wafer", "dgx")) for n in group)
-                cls = WaferActor if holds_device else InterconnectActor
+                cls = WaferActor if devices.intersection(group) else InterconnectActor
                 label = "+".join(group)
                 actor = cls.options(name=f"{run_id}:{label}", **opts).remote(graph, group, vocab)
                 self._actors.append(actor)
