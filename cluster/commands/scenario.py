@@ -15,7 +15,8 @@ from cluster.fleet.build import build_cluster
 from cluster.fleet.spec import ClusterSpec, FaultSpec, LinksSpec, PipelineSpec, ReplicaSpec, UserSpec
 from cluster.results.energy import Prices, energy_batch, energy_by_lp, request_energy_j
 from cluster.results.summary import summarize
-from cluster.results.trace import TraceVocab, TraceWriter, energy_path, requests_path, tokens_path
+from cluster.results.trace import TraceVocab, energy_path, requests_path, tokens_path
+from cluster.results.writer import TraceWriter
 from common.errors import ConfigError, ConservationError
 from gpu import GPU_PRESETS, GpuSpec
 from interconnect import CS3_LINK, SITES, LinkSpec

@@ -5,7 +5,8 @@ from __future__ import annotations
 from cluster.engine.graph import Graph
 from cluster.engine.messages import Message, StepResult
 from cluster.engine.partition import Partition
-from cluster.results.trace import TraceVocab, TraceWriter
+from cluster.results.trace import TraceVocab
+from cluster.results.writer import TraceWriter
 
 
 class InProcessBackend:
