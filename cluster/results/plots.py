@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from cluster.results.perfetto import OPEN_END, assign_lanes, ms_window, read_spans, region_lanes, run_name
+from cluster.results.spans import OPEN_END, assign_lanes, ms_window, read_spans, region_lanes, run_name
 from cluster.results.trace import int_values, requests_path
 from common.errors import ConfigError
 from common.units import PS_PER_MS
