@@ -26,21 +26,16 @@ ever chosen. The file appears by rename.
 
 from __future__ import annotations
 
-import fnmatch
-import math
 import os
 import re
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from cluster.results.spans import OPEN_END, assign_lanes, ms_window, read_spans, region_lanes, run_name
-from cluster.results.trace import int_values, requests_path
+from cluster.results.trace import requests_path
 from common.errors import ConfigError
-from common.units import PS_PER_MS
 
 TABLE_KINDS = ("speed-vs-users", "throughput-vs-replicas", "ttft-vs-placement", "xy")
 TRACE_KINDS = ("timeline", "latency")
@@ -241,190 +236,25 @@ def plot(path: str | Path, out: str | Path, kind: str | None = None, x: str | No
         df = read_table(path)
         if kind is None:
             kind = "xy" if x is not None and y is not None else default_table_kind(df)
-        return _plot_table(df, Path(path), out, kind, x, y)
+        from cluster.results.plot_table import plot_table
+        return plot_table(df, Path(path), out, kind, x, y)
     if x is not None or y is not None:
         raise ConfigError("--x and --y apply to a sweep table, not to a trace")
     if what == "requests":
         if kind not in (None, "latency"):
             raise ConfigError(f"--kind {kind}: {path} is a requests table, which plots as latency only")
-        return _plot_latency(Path(path), out)
+        from cluster.results.plot_trace import plot_latency
+        return plot_latency(Path(path), out)
     kind = kind or "timeline"
     if kind in TABLE_KINDS:
         raise ConfigError(f"--kind {kind}: needs a sweep table (.parquet), got a trace")
     if kind == "latency":
         if window or lp is not None:
             raise ConfigError("--from-ms, --to-ms and --lp apply to the timeline, not to latency")
-        return _plot_latency(requests_path(path), out)
-    return _plot_timeline(Path(path), out, from_ms, to_ms, lp, max_rows)
-
-
-# ---------------------------------------------------------------------------- sweep tables
-
-
-def _plot_table(df: pd.DataFrame, path: Path, out: Path, kind: str, x: str | None, y: str | None) -> dict:
-    params = parameter_columns(df)
-    if kind != "xy":
-        default_y, leaves = _DEFAULTS[kind]
-        y = y or default_y
-        if x is None:
-            x = _find_x(df, params, leaves)
-            if x is None:
-                raise ConfigError(f"--kind {kind}: no column in {path.name} to put on x (looked for parameters "
-                                  f"ending in {', '.join(leaves)}); give --x")
-    elif x is None or y is None:
-        raise ConfigError("--kind xy: give --x and --y")
-    for flag, col in (("--x", x), ("--y", y)):
-        if col not in df.columns:
-            raise ConfigError(f"{flag} {col}: no such column in {path.name} "
-                              f"(it has: {', '.join(map(str, df.columns))})")
-    yv = pd.to_numeric(df[y], errors="coerce")
-    if yv.isna().all() and len(df):
-        raise ConfigError(f"--y {y}: not a numeric column (or no point has a value)")
-    failed = pd.Series(False, index=df.index)
-    if "error" in df.columns:
-        failed |= df["error"].map(lambda e: isinstance(e, str) and e != "")
-    if "status" in df.columns:
-        failed |= df["status"].astype(str).isin(["failed", "error"])
-    good = df[~failed & yv.notna() & np.isfinite(yv.astype(float))].copy()
-    if good.empty:
-        raise ConfigError(f"{path.name}: no point has a value of {y} to plot")
-    good["_y"] = yv[good.index].astype(float)
-    good["_fidelity"] = good["fidelity"].fillna("event").astype(str) if "fidelity" in good.columns else "event"
-    good["_xkey"] = good[x].map(_hashable)
-    # another parameter that varies gets a colour per value, unless x decides it (zipped axes)
-    others = [c for c in params if c not in (x, y, "seed") and _varies(good[c])
-              and good.groupby("_xkey", dropna=False)[c].agg(lambda v: v.map(_hashable).nunique()).max() > 1]
-    good["_series"] = [tuple(_hashable(v) for v in row) for row in good[others].itertuples(index=False)] \
-        if others else [()] * len(good)
-    xnum = pd.to_numeric(good[x], errors="coerce")
-    numeric = bool(xnum.notna().all()) and leaf_name(x) not in ("policy", "sites", "site", "placement")
-
-    series = sorted(set(good["_series"]), key=lambda t: tuple(_sort_key(v) for v in t))
-    fidelities = [f for f in ("event", "analytic") if f in set(good["_fidelity"])] + \
-        sorted(set(good["_fidelity"]) - {"event", "analytic"})
-    colours = _colours(len(series))
-    whisker = y.endswith("_p50") and y[:-4] + "_p99" in good.columns and not numeric
-    log_x = False
-    n_cats = 0 if numeric else good["_xkey"].astype(str).nunique()
-    width = min(16.0, max(7.5, 0.3 * n_cats + 3.0)) + (1.0 if others else 0.0)  # room for every category
-    fig = _figure(width, 4.8 if n_cats <= 8 else 5.6)
-    ax = fig.add_subplot()
-    parts = [(si, f, good[(good["_series"].map(lambda t, s=s: t == s)) & (good["_fidelity"] == f)])
-             for si, s in enumerate(series) for f in fidelities]
-    parts = [(si, f, part) for si, f, part in parts if not part.empty]
-    if numeric:
-        good["_x"] = xnum.astype(float)
-        for si, f, part in parts:
-            style, colour = _style(f), _colour(colours, si, f, others)
-            px = xnum[part.index].astype(float)
-            mean = part["_y"].groupby(px).mean()
-            ax.plot(mean.index, mean.values, color=colour, linewidth=1.5, markersize=7, **style)
-            if (px.value_counts() > 1).any():  # several seeds at one x: each point, small
-                ax.plot(px, part["_y"], **{**style, "linestyle": "none"},
-                        color=colour, markersize=4, alpha=0.5)
-        xs = np.sort(good["_x"].unique())
-        if xs.min() > 0 and xs.max() / xs.min() >= 16:
-            ax.set_xscale("log", base=2)
-            log_x = True
-        if len(xs) <= 12:
-            ax.set_xticks(xs)
-            ax.set_xticklabels([_num(v) for v in xs])
-            ax.minorticks_off()
-    else:
-        cats = list(dict.fromkeys(good["_xkey"].astype(str)))
-        pos = {c: i for i, c in enumerate(cats)}
-        width = 0.7 / max(1, len(parts))
-        for gi, (si, f, part) in enumerate(parts):
-            style, colour = _style(f), _colour(colours, si, f, others)
-            px = part["_xkey"].astype(str).map(pos).astype(float) + (gi - (len(parts) - 1) / 2) * width
-            if whisker:
-                up = pd.to_numeric(part[y[:-4] + "_p99"], errors="coerce").astype(float) - part["_y"]
-                ax.errorbar(px, part["_y"], yerr=[np.zeros(len(part)), np.where(up.notna() & (up > 0), up, 0.0)],
-                            fmt="none", ecolor=colour, elinewidth=1, capsize=3, alpha=0.7)
-            ax.plot(px, part["_y"], **{**style, "linestyle": "none"}, zorder=3,
-                    color=colour, markersize=7)
-        ax.set_xticks(range(len(cats)))
-        ax.set_xticklabels([_short(c, CATEGORY_WIDTH) for c in cats])
-        _fit_categories(ax, cats)
-        ax.set_xlim(-0.6, len(cats) - 0.4)
-    ax.set_xlabel(axis_label(x) + (", log scale" if log_x else ""))
-    ax.set_ylabel(axis_label(y))
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    n_failed = int(failed.sum())
-    sub = f"{len(good)} points from {path.name}"
-    if n_failed:
-        sub += f"; {n_failed} failed, not shown"
-    if whisker:
-        sub += "; whiskers up to p99"
-    ax.set_title(f"{_TITLES.get(kind, y)} vs {x}\n{sub}", fontsize=10)
-    _legends(ax, fidelities, series, others, colours)
-    _save(fig, out)
-    return {"kind": kind, "x": x, "y": y, "points": len(good), "failed": n_failed,
-            "series": [", ".join(f"{leaf_name(c)}={v}" for c, v in zip(others, s)) for s in series], "notes": []}
-
-
-def _colour(colours: list, si: int, fidelity: str, others: list[str]):
-    """A colour per series when another parameter varies; else a colour per fidelity."""
-    if others:
-        return colours[si]
-    return FIDELITY_COLOURS.get(fidelity, "#2ca02c")
-
-
-def _style(fidelity: str) -> dict:
-    return FIDELITY_STYLE.get(fidelity, dict(marker="^", linestyle=":"))
-
-
-def _sort_key(v) -> tuple:
-    try:
-        return (0, float(v), "")
-    except (TypeError, ValueError):
-        return (1, 0.0, str(v))
-
-
-def _legends(ax, fidelities: list[str], series: list[tuple], others: list[str], colours: list) -> None:
-    """One legend: the fidelities' markers and, when another parameter varies, its colours
-    under a heading of its name, outside the axes on the right."""
-    from matplotlib.lines import Line2D
-
-    marks = [Line2D([], [], color="black" if others else _colour(colours, 0, f, others), label=f, markersize=7,
-                    linewidth=1.5, **_style(f)) for f in fidelities]
-    if not others:
-        ax.legend(handles=marks, title="fidelity", fontsize=8, title_fontsize=8, loc="best")
-        return
-    heading = Line2D([], [], linestyle="none", label=_short(", ".join(leaf_name(c) for c in others), 32) + ":")
-    lines = [Line2D([], [], color=colours[i], linewidth=2.5, label=_short(", ".join(map(str, s)), 32))
-             for i, s in enumerate(series)]
-    ax.legend(handles=[*marks, heading, *lines], title="fidelity", fontsize=8, title_fontsize=8, loc="upper left",
-              bbox_to_anchor=(1.02, 1.0), borderaxespad=0, ncol=1 if len(lines) <= 18 else 2)
-
-
-def _num(v: float) -> str:
-    return f"{int(v)}" if float(v).is_integer() else f"{v:g}"
-
-
-def _short(label: str, width: int = 28) -> str:
-    """At most `width` characters, the middle elided: both ends tell categories apart."""
-    if len(label) <= width:
-        return label
-    head = (width - 1) // 2
-    return label[:head] + "…" + label[len(label) - (width - 1 - head):]
-
-
-def _fit_categories(ax, cats: list[str]) -> None:
-    """Rotate long or many category labels (the figure is widened for them); past
-    MAX_CATEGORY_LABELS show every k-th."""
-    longest = max((len(_short(c, CATEGORY_WIDTH)) for c in cats), default=0)
-    if len(cats) > MAX_CATEGORY_LABELS:
-        step = math.ceil(len(cats) / MAX_CATEGORY_LABELS)
-        for i, label in enumerate(ax.get_xticklabels()):
-            label.set_visible(i % step == 0)
-    if longest * len(cats) > 60 or len(cats) > 8:
-        for label in ax.get_xticklabels():
-            label.set_rotation(45 if len(cats) <= 24 else 90)
-            label.set_horizontalalignment("right" if len(cats) <= 24 else "center")
-            label.set_rotation_mode("anchor" if len(cats) <= 24 else "default")
-            label.set_fontsize(8 if len(cats) <= 24 else 7)
+        from cluster.results.plot_trace import plot_latency
+        return plot_latency(requests_path(path), out)
+    from cluster.results.plot_trace import plot_timeline
+    return plot_timeline(Path(path), out, from_ms, to_ms, lp, max_rows)
 
 
 def _colours(n: int) -> list:
@@ -433,170 +263,3 @@ def _colours(n: int) -> list:
     if n <= 10:
         return [colormaps["tab10"](i) for i in range(max(n, 1))]
     return [colormaps["viridis"](i / (n - 1)) for i in range(n)]
-
-
-# ---------------------------------------------------------------------------- traces
-
-
-def _extent(path: Path) -> tuple[int, int]:
-    """First start and last end of the trace's spans, reading only those two columns."""
-    reader = pa.ipc.open_file(pa.memory_map(str(path)))
-    lo, hi = OPEN_END, 0
-    for i in range(reader.num_record_batches):
-        b = reader.get_batch(i)
-        if b.num_rows:
-            lo = min(lo, int(int_values(b.column("start_ps")).min()))
-            hi = max(hi, int(int_values(b.column("end_ps")).max()))
-    return (lo if lo != OPEN_END else 0), hi
-
-
-def _plot_timeline(path: Path, out: Path, from_ms: float | None, to_ms: float | None, lp_glob: str | None,
-                   max_rows: int) -> dict:
-    from matplotlib.patches import Patch
-
-    notes = []
-    if from_ms is None and to_ms is None:
-        first, last = _extent(path)
-        mid = (first + last) // 2
-        half = int(DEFAULT_WINDOW_MS * PS_PER_MS / 2)
-        lo, hi = max(first, mid - half), max(first, mid - half) + 2 * half
-        notes.append(f"{DEFAULT_WINDOW_MS:g} ms mid-run (--from-ms, --to-ms)")
-    else:
-        lo, hi = ms_window(from_ms, to_ms)
-        if from_ms is None:
-            lo = max(0, hi - int(DEFAULT_WINDOW_MS * PS_PER_MS))
-        if to_ms is None:
-            hi = lo + int(DEFAULT_WINDOW_MS * PS_PER_MS)
-    spans = read_spans(path, lo, hi, kinds=TIMELINE_KINDS, max_spans=MAX_TIMELINE_SPANS)
-    if spans.cut_ps is not None:
-        hi = spans.cut_ps
-        notes.append(f"more than {MAX_TIMELINE_SPANS:,} spans: cut at {hi / PS_PER_MS:.6g} ms")
-    c, vocab = spans.cols, spans.vocab
-    lps = [vocab["lp"][i] for i in spans.lps]  # every wafer and link, busy in the window or not
-    if lp_glob is not None:
-        lps = [name for name in lps if fnmatch.fnmatchcase(name, lp_glob)]
-        if not lps:
-            raise ConfigError(f"--lp {lp_glob!r}: matches no wafer or link LP of {path.name}")
-    if not lps or not len(spans):
-        raise ConfigError(f"{path}: no wafer or link spans between {lo / PS_PER_MS:.6g} and "
-                          f"{hi / PS_PER_MS:.6g} ms (the trace runs from {spans.first_ps / PS_PER_MS:.6g} to "
-                          f"{spans.last_ps / PS_PER_MS:.6g} ms)")
-    if len(lps) > max_rows:
-        notes.append(f"first {max_rows} of {len(lps)} LPs (--lp GLOB, --max-rows)")
-        lps = lps[:max_rows]
-    start = np.clip(c["start_ps"], lo, hi)
-    end = np.clip(c["end_ps"], lo, hi)
-    kinds_present = []
-    min_w = (hi - lo) / PS_PER_MS / 1500
-    fig = _figure(10, max(2.8, 0.42 * len(lps) + 1.6))
-    ax = fig.add_subplot()
-    for row, name in enumerate(lps):
-        code = vocab["lp"].index(name)
-        idx = np.flatnonzero(c["lp"] == code)
-        if not len(idx):
-            continue
-        regions = region_lanes(c["region"][idx], start[idx], end[idx])
-        if regions is not None and (c["region"][idx] >= 0).all():
-            lane = np.searchsorted(np.array(regions), c["region"][idx])
-        else:
-            lane = assign_lanes(start[idx], end[idx], MAX_LANES_PER_ROW)
-            lane[lane < 0] = MAX_LANES_PER_ROW - 1
-        n_lanes = int(lane.max()) + 1
-        h = 0.8 / n_lanes
-        for kind_code in sorted(set(c["kind"][idx].tolist())):
-            kind = vocab["kind"][kind_code]
-            mine = c["kind"][idx] == kind_code
-            if kind not in kinds_present:
-                kinds_present.append(kind)
-            x0 = start[idx][mine] / PS_PER_MS
-            w = np.maximum((end[idx][mine] - start[idx][mine]) / PS_PER_MS, min_w)  # at least a pixel
-            y0 = row - 0.4 + lane[mine] * h
-            _bars(ax, x0, w, y0, h * 0.9, KIND_COLOURS.get(kind, "#d62728"), 1 if kind == "flight" else 2)
-    ax.set_yticks(range(len(lps)))
-    ax.set_yticklabels(lps, fontsize=8 if len(lps) <= 16 else 6)
-    ax.set_ylim(len(lps) - 0.5, -0.5)
-    ax.set_xlim(lo / PS_PER_MS, hi / PS_PER_MS)
-    ax.set_xlabel("simulated time (ms)")
-    ax.set_ylabel("LP")
-    ax.grid(True, axis="x", alpha=0.3)
-    order = [k for k in TIMELINE_KINDS if k in kinds_present] + [k for k in kinds_present if k not in TIMELINE_KINDS]
-    ax.legend(handles=[Patch(color=KIND_COLOURS.get(k, "#d62728"), label=k) for k in order], title="span kind",
-              fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    name = run_name(spans.meta) or path.name
-    sub = "; ".join([f"{len(lps)} rows, each split into lanes for spans at once", *notes])
-    ax.set_title(f"Timeline of {name}, {lo / PS_PER_MS:.6g}–{hi / PS_PER_MS:.6g} ms\n" +
-                 "\n".join(textwrap.wrap(sub, 110)), fontsize=10)
-    _save(fig, out)
-    return {"kind": "timeline", "rows": len(lps), "from_ms": lo / PS_PER_MS, "to_ms": hi / PS_PER_MS,
-            "spans": len(spans), "notes": notes}
-
-
-def _bars(ax, x0: np.ndarray, w: np.ndarray, y0: np.ndarray, h: float, colour: str, zorder: int) -> None:
-    """Rectangles as one PolyCollection (fast for many spans)."""
-    from matplotlib.collections import PolyCollection
-
-    verts = np.stack([np.stack([x0, y0], 1), np.stack([x0 + w, y0], 1), np.stack([x0 + w, y0 + h], 1),
-                      np.stack([x0, y0 + h], 1)], 1)
-    ax.add_collection(PolyCollection(verts, facecolors=colour, edgecolors="none", zorder=zorder))
-
-
-def _plot_latency(path: Path, out: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no requests table beside the trace")
-    try:
-        req = pd.read_feather(path)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise ConfigError(f"{path}: cannot read the requests table ({exc})") from None
-    missing = {"ttft_ps", "tpot_ps", "status"} - set(req.columns)
-    if missing:
-        raise ConfigError(f"{path}: not a requests table (no {', '.join(sorted(missing))})")
-    done = req[req["status"].astype(str) == "completed"]
-    if done.empty:
-        raise ConfigError(f"{path}: no completed request to plot")
-    models = list(dict.fromkeys(done["model"].astype(str))) if "model" in done.columns else []
-    groups = [(m, done[done["model"].astype(str) == m]) for m in models] if len(models) > 1 else [("all", done)]
-    fig = _figure(10, 4.4)
-    axes = fig.subplots(1, 2)
-    colours = _colours(len(groups))
-    notes = []
-    for ax, col, title in ((axes[0], "ttft_ps", "TTFT"), (axes[1], "tpot_ps", "TPOT")):
-        drawn = []
-        for gi, (g, part) in enumerate(groups):
-            v = np.sort(pd.to_numeric(part[col], errors="coerce").dropna().to_numpy(float)) / PS_PER_MS
-            if not len(v):
-                continue
-            frac = np.arange(1, len(v) + 1) / len(v)
-            p50, p99 = (float(np.percentile(v, q)) for q in (50, 99))
-            who = f"{g}, " if len(groups) > 1 else ""
-            ax.step(np.concatenate([[v[0]], v]), np.concatenate([[0.0], frac]), where="post", color=colours[gi],
-                    linewidth=1.6, label=f"{who}{len(v)} requests: p50 {p50:.3g}, p99 {p99:.3g} ms")
-            ax.plot([p50], [0.5], "o", color=colours[gi], markersize=6)
-            ax.plot([p99], [0.99], "^", color=colours[gi], markersize=6)
-            drawn.append(v)
-        if not drawn:
-            ax.text(0.5, 0.5, "no request with more than one output token" if col == "tpot_ps" else "no data",
-                    ha="center", va="center", transform=ax.transAxes, fontsize=9)
-            notes.append(f"no {title}")
-        else:
-            lo, hi = min(v[0] for v in drawn), max(v[-1] for v in drawn)
-            if lo > 0 and hi / lo > 50:
-                ax.set_xscale("log")
-            pad = (hi - lo) * 0.05 or max(hi * 0.05, 1e-6)
-            if ax.get_xscale() == "linear":
-                ax.set_xlim(max(0.0, lo - pad), hi + pad)
-            from matplotlib.lines import Line2D
-
-            handles, _ = ax.get_legend_handles_labels()
-            handles += [Line2D([], [], linestyle="none", marker="o", color="black", label="p50"),
-                        Line2D([], [], linestyle="none", marker="^", color="black", label="p99")]
-            ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1,
-                      frameon=False)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel(f"{title} (ms)" + (", log scale" if ax.get_xscale() == "log" else ""))
-        ax.set_ylabel("fraction of requests")
-        ax.set_title(f"{title}, cumulative", fontsize=10)
-        ax.grid(True, alpha=0.3)
-    name = path.name.replace(".requests", "")
-    fig.suptitle(f"Latency of {len(done)} completed requests, {name}", fontsize=11)
-    _save(fig, out)
-    return {"kind": "latency", "requests": len(done), "notes": notes}
