@@ -44,7 +44,6 @@ REQUEST_SCHEMA = pa.schema([
     ("session", pa.int64()), ("queue_ps", pa.int64()), ("e2e_ps", pa.int64()), ("tokens", pa.int32()),
     ("status", _DICT), ("reason", _DICT), ("energy_j", pa.float64()),
 ])
-STATUSES = ("completed", "rejected")
 
 # One row per output token, when it reached the user: inter-token latencies come from here.
 TOKEN_SCHEMA = pa.schema([("request_id", pa.int64()), ("token", pa.int32()), ("time_ps", pa.int64())])

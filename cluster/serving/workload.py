@@ -39,25 +39,6 @@ def rng_for(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(stream.encode()),)))
 
 
-def generate_requests(n_requests: int, prompt_tokens: int, output_tokens: int,
-                      rate_per_s: float, seed: int) -> list[Request]:
-    """`n_requests` fixed-length requests; all at t=0 when `rate_per_s` is 0, else Poisson."""
-    if n_requests <= 0:
-        raise ConfigError(f"--requests: must be > 0, got {n_requests}")
-    if prompt_tokens <= 0:
-        raise ConfigError(f"--prompt-tokens: must be > 0, got {prompt_tokens}")
-    if output_tokens <= 0:
-        raise ConfigError(f"--output-tokens: must be > 0, got {output_tokens}")
-    if rate_per_s < 0:
-        raise ConfigError(f"--rate: must be >= 0 requests/s, got {rate_per_s}")
-    if rate_per_s == 0:
-        arrivals = [0] * n_requests
-    else:
-        gaps_s = rng_for(seed, "arrivals").exponential(1.0 / rate_per_s, n_requests)
-        arrivals = np.cumsum(np.ceil(gaps_s * PS_PER_S).astype(np.int64)).tolist()
-    return [Request(i, int(t), prompt_tokens, output_tokens) for i, t in enumerate(arrivals)]
-
-
 ARRIVAL_KINDS = ("poisson", "gamma")
 MAX_ARRIVAL_PS = 2**63 - 1  # int64 picoseconds: about 106 days of simulated time
 
@@ -75,12 +56,12 @@ def _positive_finite(name: str, value: float) -> float:
 def arrival_times_ps(kind: str, n: int, rate_per_s: float, burstiness_cv: float,
                      rng: np.random.Generator) -> np.ndarray:
     """`n` arrival times (int64 ps, non-decreasing): the running sum of `n` gaps, each
-    rounded up to whole picoseconds as `generate_requests` does.
+    rounded up to whole picoseconds.
 
     "poisson": exponential gaps of mean 1/rate (`burstiness_cv` is checked but unused).
     "gamma": gamma gaps of mean 1/rate and coefficient of variation `burstiness_cv`
     (shape k = 1/cv^2, scale = 1/(rate*k)); cv=1 is Poisson, cv>1 burstier, cv<1 more regular.
-    "poisson" draws exactly what `generate_requests` draws from the same generator.
+    "poisson" from the stream "arrivals" draws what the pipeline scenarios always drew.
     """
     if kind not in ARRIVAL_KINDS:
         raise ConfigError(f"kind: must be one of {', '.join(ARRIVAL_KINDS)}, got {kind!r}")

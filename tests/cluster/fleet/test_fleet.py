@@ -169,3 +169,11 @@ def test_a_gpu_pipeline_sizes_itself():
     spec = replace(three_sites("round-robin"), pipelines=(PipelineSpec("p8", (L8,), wafers=2, device="h100"),))
     with pytest.raises(ConfigError, match=r"pipelines\[0\].wafers: a GPU pipeline sizes itself"):
         build_cluster(spec)
+
+
+def test_a_burst_arrives_at_t0_and_a_ring_keeps_its_requests():
+    spec = ClusterSpec("burst", (PipelineSpec("p8", (L8,), wafers=1),), (ReplicaSpec("p8", 1, ("dallas",)),),
+                       (UserSpec("u", "dallas", L8, arrivals="burst", requests=3, prompt_tokens=16, output_tokens=8),))
+    requests = build_cluster(spec).graph.lp["frontend"].config.requests
+    assert [r.arrival_ps for r in requests] == [0, 0, 0]
+    assert [(r.request_id, r.prompt_tokens, r.output_tokens) for r in requests] == [(i, 16, 8) for i in range(3)]
