@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         "lps_per_actor": args.lps_per_actor,
         "identical_trace": identical,
         "sim_time_s": ray_run["sim_time_s"],
+        "actor_busy_s": ray_run["actor_busy_s"],
+        "actor_events": ray_run["actor_events"],
     }, sort_keys=True))
     return 0
 

@@ -168,7 +168,7 @@ def make_backend(opts: RunOptions, graph: Graph, groups: list[list[str]], vocab:
         return InProcessBackend(graph, groups, vocab, writer, progress)
     if opts.backend == "ray":
         from cluster.engine.backends.ray_backend import RayBackend
-        return RayBackend(graph, groups, vocab, **opts.backend_options)
+        return RayBackend(graph, groups, vocab, writer, **opts.backend_options)
     raise ConfigError(f"--backend: unknown backend {opts.backend!r}")
 
 

@@ -60,13 +60,25 @@ class TraceWriter:
         self._spool_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
         self._order = list(lps)
         self._spools: dict[str, pa.RecordBatchStreamWriter] = {}
+        self._adopted: set[str] = set()  # LPs whose spool another process wrote (a Ray actor)
         self._requests: list[pa.RecordBatch] = []
         self._tokens: list[pa.RecordBatch] = []
         self.rows = 0
 
+    def spool_path(self, lp: str) -> Path:
+        """Where `lp`'s rows are spooled: an actor on this machine writes there itself."""
+        return self._spool_dir / f"{self._order.index(lp)}.arrows"
+
+    def adopt(self, lp: str, rows: int) -> None:
+        """`lp`'s spool, a closed Arrow stream of `rows` rows, is at `spool_path(lp)`."""
+        if lp in self._spools or lp in self._adopted:
+            raise ValueError(f"trace writer: {lp} spooled twice")
+        self._adopted.add(lp)
+        self.rows += rows
+
     def add(self, lp: str, batch: pa.RecordBatch) -> None:
         if lp not in self._spools:
-            sink = pa.OSFile(str(self._spool_dir / f"{self._order.index(lp)}.arrows"), "wb")
+            sink = pa.OSFile(str(self.spool_path(lp)), "wb")
             self._spools[lp] = pa.ipc.new_stream(sink, SPAN_SCHEMA)
         self._spools[lp].write_batch(batch)
         self.rows += batch.num_rows
@@ -81,11 +93,12 @@ class TraceWriter:
         """LP by LP, each LP's batches as they came: RowEncoder already cut them to size."""
         schema = SPAN_SCHEMA.with_metadata(self._meta)
         with pa.ipc.new_file(str(out), schema) as writer:
-            for index, lp in enumerate(self._order):
-                if lp not in self._spools:
+            for lp in self._order:
+                if lp in self._spools:
+                    self._spools[lp].close()
+                elif lp not in self._adopted:
                     continue
-                self._spools[lp].close()
-                with pa.ipc.open_stream(pa.memory_map(str(self._spool_dir / f"{index}.arrows"))) as reader:
+                with pa.ipc.open_stream(pa.memory_map(str(self.spool_path(lp)))) as reader:
                     for batch in reader:
                         writer.write_batch(batch)
 

@@ -1,47 +1,106 @@
 """Partitions in Ray actors: `WaferActor` for a partition that holds a wafer,
 `InterconnectActor` for one that holds only links (and the frontend).
 
-One call per active partition per round carries the whole inbox and returns the whole
-StepResult (outbox, horizons, trace batches as Arrow record batches); idle partitions are
-not called. The driver keeps nothing of the trace but what the writer spools to disk.
+A round is one execution of a Ray compiled graph (driver -> every actor -> driver over
+shared-memory channels): each actor gets its call (None when idle) and returns its
+StepResult, now only messages, promises and counts. Trace rows never travel in a round:
+each actor spools its LPs' rows where it runs (into the trace writer's own spool folder
+when it shares the driver's node), and the driver adopts or pulls the spools at the end.
 This is the only module that imports ray.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
+import pyarrow as pa
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from cluster.engine.graph import Graph
 from cluster.engine.messages import Message, StepResult
 from cluster.engine.partition import Partition
-from cluster.results.trace import TraceVocab
-from common.errors import ConfigError, LPFailure
+from cluster.results.trace import SPAN_SCHEMA, TraceVocab
+from cluster.results.writer import TraceWriter
+from common.errors import ConfigError, LPFailure, SimError
 
 NAMESPACE = "wafersim"
 CALL_TIMEOUT_S = 600.0  # a round that takes longer is a hung actor, not a slow one
+PING_TIMEOUT_S = 5.0
 PLACEMENTS = ("pack", "spread", "by-site")
+PULL_CHUNK_BYTES = 32 * 1024 * 1024  # a spool on another node comes back in pieces this big
+
+
+class _Spool:
+    """One actor's span rows, an Arrow stream per LP at the path it was given."""
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        self.paths = paths
+        self._writers: dict[str, pa.RecordBatchStreamWriter] = {}
+        self.rows: dict[str, int] = {}
+
+    def add(self, lp: str, batch: pa.RecordBatch) -> None:
+        if lp not in self._writers:
+            self._writers[lp] = pa.ipc.new_stream(pa.OSFile(self.paths[lp], "wb"), SPAN_SCHEMA)
+            self.rows[lp] = 0
+        self._writers[lp].write_batch(batch)
+        self.rows[lp] += batch.num_rows
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
 
 
 class PartitionHost:
-    """What runs inside an actor: one Partition and its stepping calls."""
+    """What runs inside an actor: one Partition, its spool, and the compiled graph's step."""
 
-    def __init__(self, graph: Graph, lp_names: list[str], vocab: TraceVocab) -> None:
-        self.partition = Partition(graph, lp_names, vocab)
+    def __init__(self, graph: Graph, lp_names: list[str], vocab: TraceVocab,
+                 spool_paths: dict[str, str], driver_node: str) -> None:
+        self.on_driver_node = self.node_id() == driver_node
+        self._own_dir = None
+        if not self.on_driver_node:  # the driver's folder is not on this machine
+            self._own_dir = tempfile.mkdtemp(prefix="wafersim-spool-")
+            spool_paths = {lp: os.path.join(self._own_dir, os.path.basename(p)) for lp, p in spool_paths.items()}
+        self.spool = _Spool(spool_paths)
+        self.partition = Partition(graph, lp_names, vocab, trace_sink=self.spool.add)
+        self.busy_s = 0.0  # in step: the actor's share of a round's wall time
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def advance(self, until_ps: float, inbox: list[Message]) -> StepResult:
-        return self.partition.advance(until_ps, inbox)
+    def step(self, call: tuple | None) -> StepResult | None:
+        """("advance", until_ps, inbox), ("finish", end_ps), or None: nothing this round."""
+        if call is None:
+            return None
+        t0 = time.perf_counter()
+        if call[0] == "advance":
+            result = self.partition.advance(call[1], call[2])
+        else:
+            result = self.partition.finish(call[1])
+            self.spool.close()
+        self.busy_s += time.perf_counter() - t0
+        return result
 
-    def finish(self, end_ps: int) -> StepResult:
-        return self.partition.finish(end_ps)
+    def spooled(self) -> tuple[bool, dict[str, int], float, int]:
+        """After finish: whether the spools are already in the driver's folder, rows per LP,
+        seconds spent stepping, events run."""
+        return self.on_driver_node, dict(self.spool.rows), self.busy_s, self.partition.events
+
+    def read_spool(self, lp: str, offset: int, size: int) -> bytes:
+        with open(self.spool.paths[lp], "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    def drop_spool(self) -> None:
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
 
 
 @ray.remote(num_cpus=0)
@@ -62,7 +121,11 @@ def _start_ray(address: str | None) -> bool:
         return False
     if address:
         _check_reachable(address)
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
+        try:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
+        except ConnectionError as exc:
+            raise ConfigError(f"--address: the Ray at {address} did not accept this driver ({_auth_hint()}; "
+                              f"Ray said: {' '.join(str(exc).split())})") from None
         return True
     # address="local": a Ray of this run's own, even when another runs on this machine
     ray.init(address="local", num_cpus=max(1, min(os.cpu_count() or 1, 4)), include_dashboard=False,
@@ -72,6 +135,16 @@ def _start_ray(address: str | None) -> bool:
 
 
 CONNECT_TIMEOUT_S = 3.0
+
+
+def _auth_hint() -> str:
+    """Ray >= 2.5x: `ray start --head` turns token authentication on when a token exists
+    (~/.ray/auth_token, which any local ray.init() writes), and a driver joining by address
+    only sends one with RAY_AUTH_MODE=token."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return ("if it uses token authentication, set RAY_AUTH_MODE=token and give the head's token in "
+                "RAY_AUTH_TOKEN or ~/.ray/auth_token")
+    return "RAY_AUTH_MODE=token: check RAY_AUTH_TOKEN or ~/.ray/auth_token holds the head's token"
 
 
 def _check_reachable(address: str) -> None:
@@ -87,30 +160,47 @@ def _check_reachable(address: str) -> None:
 
 
 class RayBackend:
-    def __init__(self, graph: Graph, groups: list[list[str]], vocab: TraceVocab,
+    def __init__(self, graph: Graph, groups: list[list[str]], vocab: TraceVocab, writer: TraceWriter,
                  address: str | None = None, placement: str = "pack") -> None:
         if placement not in PLACEMENTS:
             raise ConfigError(f"--placement: must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         t0 = time.perf_counter()
+        self._writer = writer
         self._started = _start_ray(address)
         self._actors: list = []
         self._labels: list[str] = []
+        self._dag = None
+        self.pulled_bytes = 0
+        self.actor_busy_s: list[float] = []
+        self.actor_events: list[int] = []
         try:
             sites = {lp.name: lp.datacenter for lp in graph.lps}
             devices = {lp.name for lp in graph.lps if getattr(lp.config, "is_device", False)}
             options = self._placement_options(placement, groups, sites)
+            driver_node = ray.get_runtime_context().get_node_id()
             run_id = uuid.uuid4().hex[:8]
+            graph_ref = ray.put(graph)  # pickled once, not once per actor
             for group, opts in zip(groups, options):
                 cls = WaferActor if devices.intersection(group) else InterconnectActor
                 label = "+".join(group)
-                actor = cls.options(name=f"{run_id}:{label}", **opts).remote(graph, group, vocab)
+                paths = {lp: str(writer.spool_path(lp)) for lp in group}
+                actor = cls.options(name=f"{run_id}:{label}", **opts).remote(graph_ref, group, vocab, paths,
+                                                                             driver_node)
                 self._actors.append(actor)
                 self._labels.append(label)
             self._nodes = self._get({i: a.node_id.remote() for i, a in enumerate(self._actors)})
+            self._dag = self._compile()
         except BaseException:
             self.shutdown()
             raise
         self.startup_s = time.perf_counter() - t0
+
+    def _compile(self):
+        from ray.dag import InputNode, MultiOutputNode
+
+        with InputNode() as inp:
+            dag = MultiOutputNode([actor.step.bind(inp[i]) for i, actor in enumerate(self._actors)])
+        return dag.experimental_compile(_submit_timeout=CALL_TIMEOUT_S)
 
     @staticmethod
     def _placement_options(placement: str, groups: list[list[str]], sites: dict[str, str]) -> list[dict]:
@@ -134,38 +224,106 @@ class RayBackend:
             options.append({"resources": {resource: 0.001}})
         return options
 
-    def _get(self, refs: dict[int, ray.ObjectRef]) -> dict[int, object]:
-        """Wait for every call; a dead actor ends the run with its name."""
+    def _get(self, refs: dict[int, ray.ObjectRef], timeout_s: float = CALL_TIMEOUT_S) -> dict[int, object]:
+        """Wait for plain actor calls; a dead actor ends the run with its name."""
         try:
-            values = ray.get(list(refs.values()), timeout=CALL_TIMEOUT_S)
+            values = ray.get(list(refs.values()), timeout=timeout_s)
         except (RayActorError, RayTaskError, GetTimeoutError) as exc:
-            dead = self._dead_actor(refs, exc)
-            raise LPFailure(f"ray actor for {dead} failed: {type(exc).__name__}") from None
+            raise self._failure(exc) from None
         return dict(zip(refs, values))
 
-    def _dead_actor(self, refs: dict[int, ray.ObjectRef], exc: Exception) -> str:
-        for p, ref in refs.items():
+    def _round(self, calls: list[tuple | None]) -> list[StepResult | None]:
+        """One execution of the compiled graph."""
+        try:
+            return ray.get(self._dag.execute(*calls), timeout=CALL_TIMEOUT_S)
+        except RayTaskError as exc:
+            if isinstance(exc.cause, SimError):  # the model's own error, raised in an actor: as is
+                raise exc.cause from None
+            raise self._failure(exc) from None
+        except (RayError, GetTimeoutError) as exc:
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: Exception) -> LPFailure:
+        """Name the actor that died (the graph torn down first: a compiled graph holds its
+        actors, so a ping would wait behind it)."""
+        self._teardown()
+        pings = [actor.node_id.remote() for actor in self._actors]
+        dead, silent = [], []
+        deadline = time.monotonic() + PING_TIMEOUT_S
+        for ref, label in zip(pings, self._labels):
             try:
-                ray.get(ref, timeout=0)
-            except (RayActorError, RayTaskError):
-                return self._labels[p]
+                ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+            except RayActorError:
+                dead.append(label)
             except GetTimeoutError:
-                continue
-        return "an LP" if not isinstance(exc, GetTimeoutError) else "an LP (timed out)"
+                silent.append(label)
+        if dead:
+            named = dead[0]
+        elif silent:
+            named = f"{silent[0]} (not answering)"
+        else:
+            named = "an LP (timed out)" if isinstance(exc, GetTimeoutError) else "an LP"
+        return LPFailure(f"ray actor for {named} failed: {type(exc).__name__}")
 
     def advance(self, calls: dict[int, tuple[float, list[Message]]]) -> dict[int, StepResult]:
-        return self._get({p: self._actors[p].advance.remote(until, inbox) for p, (until, inbox) in calls.items()})
+        args: list[tuple | None] = [None] * len(self._actors)
+        for p, (until, inbox) in calls.items():
+            args[p] = ("advance", until, inbox)
+        results = self._round(args)
+        return {p: results[p] for p in calls}
 
     def finish(self, end_ps: int) -> dict[int, StepResult]:
-        return self._get({p: a.finish.remote(end_ps) for p, a in enumerate(self._actors)})
+        results = self._round([("finish", end_ps)] * len(self._actors))
+        self._teardown()
+        self._collect_spools()
+        return dict(enumerate(results))
+
+    def _collect_spools(self) -> None:
+        """Hand every actor's spool to the writer: adopted in place when the actor wrote it
+        into the writer's folder, else pulled over in chunks."""
+        reports = self._get({p: a.spooled.remote() for p, a in enumerate(self._actors)})
+        self.actor_busy_s = [reports[p][2] for p in range(len(self._actors))]
+        self.actor_events = [reports[p][3] for p in range(len(self._actors))]
+        for p, (on_driver_node, rows, _, _) in reports.items():
+            actor = self._actors[p]
+            for lp, count in sorted(rows.items()):
+                if not on_driver_node:
+                    self._pull(actor, lp, self._writer.spool_path(lp))
+                self._writer.adopt(lp, count)
+            if not on_driver_node:
+                self._get({p: actor.drop_spool.remote()})
+
+    def _pull(self, actor, lp: str, path: Path) -> None:
+        offset = 0
+        with open(path, "wb") as out:
+            while chunk := self._get({0: actor.read_spool.remote(lp, offset, PULL_CHUNK_BYTES)})[0]:
+                out.write(chunk)
+                offset += len(chunk)
+        self.pulled_bytes += offset
 
     def summary_extra(self) -> dict:
         return {"ray_nodes": len(set(self._nodes.values())), "ray_startup_s": self.startup_s,
-                "ray_shutdown_s": getattr(self, "shutdown_s", 0.0), "ray_actors": len(self._labels)}
+                "ray_shutdown_s": getattr(self, "shutdown_s", 0.0), "ray_actors": len(self._labels),
+                "ray_transport": "compiled-graph", "trace_pulled_bytes": self.pulled_bytes,
+                "actor_busy_s": [round(t, 3) for t in self.actor_busy_s],
+                "actor_events": self.actor_events}
+
+    def _teardown(self) -> None:
+        if self._dag is not None:
+            dag, self._dag = self._dag, None
+            try:
+                dag.teardown()
+            except Exception:  # an actor already dead: what is left to free goes with the kill
+                pass
 
     def shutdown(self) -> None:
         t0 = time.perf_counter()
+        self._teardown()
         for actor in self._actors:
+            try:
+                ray.get(actor.drop_spool.remote(), timeout=PING_TIMEOUT_S)
+            except Exception:  # dead already: its temporary folder goes with its node's session
+                pass
             try:
                 ray.kill(actor)
             except Exception:  # already dead: nothing to clean
