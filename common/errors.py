@@ -25,3 +25,12 @@ class CapacityError(SimError):
 class ConservationError(SimError):
     """A run broke a conservation law (a request, a token, a message or a byte was lost or
     made up): a bug in the model, never a user mistake."""
+
+
+class HangError(SimError):
+    """A run made no simulated progress for longer than its watchdog allows, or would run
+    past any end its workload can need: the message names what was stuck or the parameter."""
+
+
+class CalibrationError(ConfigError):
+    """A calibration file that exists but cannot be read, parsed or used: names the file."""

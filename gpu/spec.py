@@ -13,8 +13,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.calibration import read_calibrated
+from common.checks import MAX_LATENCY_PS, check_number
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+
+# What a `--spec` what-if may set each constant to: (integer, lowest, highest); far outside
+# any GPU built, and keeping every step a finite time a run reaches in useful time (a
+# bandwidth may be near-ideal, 1e30: it only makes a cost vanish).
+GPU_LIMITS: dict[str, tuple[bool, float, float]] = {
+    "hbm_bytes": (True, 10**9, 10**15),  # at least a GB: the planner sizes nodes by it
+    "hbm_bytes_per_s": (False, 1e6, 1e30),
+    "fp16_flops_per_s": (False, 1e6, 1e30),
+    "fp8_flops_per_s": (False, 1e6, 1e30),
+    "nvlink_bytes_per_s": (False, 1e3, 1e30),
+    "gpus_per_node": (True, 1, 1024),
+    "node_link_bits_per_s": (False, 1e3, 1e30),
+    "node_link_latency_ps": (True, 0, MAX_LATENCY_PS),
+    "kernels_per_layer": (True, 1, 10**4),
+    "kernel_overhead_s": (False, 0, 1.0),
+    "allreduce_step_s": (False, 0, 1.0),
+    "busy_w": (False, 0, 1e6),
+    "idle_w": (False, 0, 1e6),
+    "node_overhead_w": (False, 0, 1e7),
+}
 
 
 @dataclass(frozen=True)
@@ -38,15 +59,11 @@ class GpuSpec:
     node_overhead_w: float = 4_600.0
 
     def __post_init__(self) -> None:
-        for field in ("hbm_bytes", "hbm_bytes_per_s", "fp16_flops_per_s", "fp8_flops_per_s",
-                      "nvlink_bytes_per_s", "gpus_per_node", "node_link_bits_per_s", "kernels_per_layer"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"GpuSpec.{field}: must be > 0, got {getattr(self, field)}")
+        for field, (integer, low, high) in GPU_LIMITS.items():
+            check_number(f"GpuSpec.{field}", getattr(self, field), integer=integer, low=low, high=high,
+                         error=ValueError)
         if not self.busy_w >= self.idle_w:
             raise ValueError(f"GpuSpec.busy_w: must be >= idle_w ({self.idle_w}), got {self.busy_w}")
-        for field in ("kernel_overhead_s", "allreduce_step_s", "node_link_latency_ps", "idle_w", "node_overhead_w"):
-            if getattr(self, field) < 0:
-                raise ValueError(f"GpuSpec.{field}: must be >= 0, got {getattr(self, field)}")
 
     def flops_per_s(self, dtype: str) -> float:
         return self.fp8_flops_per_s if dtype == "fp8" else self.fp16_flops_per_s

@@ -1,15 +1,22 @@
-"""Faults a link can suffer, declared before the run: down for a while, or degraded to a
-share of its bandwidth. A link knows its whole schedule, so it still knows a transfer's
-arrival the moment the transfer enters (send at entry stays valid): a transfer that would
-start on a down wire waits for it to come back; one that starts on a degraded wire
-serializes at the reduced rate for its whole length (a transfer does not straddle)."""
+"""Faults declared before the run. A link goes down for a while (`link-down`), keeps a
+share of its bandwidth (`link-degraded`) or flaps: down for the first half of each period
+of its window, up for the second (`link-flap`). A device is lost for good (`wafer-lost`,
+and `site-lost`: every device of a datacenter); `cluster.fleet.build` turns those into the
+loss times the wafer, GPU and frontend models take (`wafer` may not import this package).
+
+A link knows its whole schedule, so it still knows a transfer's arrival the moment the
+transfer enters (send at entry stays valid): a transfer that would start on a down wire
+waits for it to come back; one that starts on a degraded wire serializes at the reduced
+rate for its whole length (a transfer does not straddle). A flap is the same rule with a
+periodic outage, so a transfer ready in a down half waits for the next up half."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-KINDS = ("link-down", "link-degraded")
+KINDS = ("link-down", "link-degraded", "link-flap")  # a link LP's faults (and their trace names)
+DEVICE_KINDS = ("wafer-lost", "site-lost")  # a device lost for good, from `at_ms` on
 
 
 @dataclass(frozen=True)
@@ -18,6 +25,7 @@ class LinkFault:
     start_ps: int
     end_ps: int
     bandwidth: float = 1.0  # link-degraded: the share of the bandwidth left, in (0, 1]
+    period_ps: int = 0  # link-flap: down for the first period_ps // 2 of each period
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -26,6 +34,21 @@ class LinkFault:
             raise ValueError(f"fault: needs 0 <= start < end, got {self.start_ps} and {self.end_ps} ps")
         if not (math.isfinite(self.bandwidth) and 0 < self.bandwidth <= 1):
             raise ValueError(f"fault: bandwidth must be in (0, 1], got {self.bandwidth}")
+        if (self.kind == "link-flap") != (self.period_ps > 0) or self.period_ps == 1:
+            raise ValueError(f"fault: a period (>= 2 ps) goes with link-flap only, got {self.period_ps} ps "
+                             f"for {self.kind}")
+
+    def down_until_ps(self, t_ps: int) -> int:
+        """When the wire is up again for a transfer ready at `t_ps` (t_ps itself if it is up)."""
+        if not self.start_ps <= t_ps < self.end_ps:
+            return t_ps
+        if self.kind == "link-down":
+            return self.end_ps
+        if self.kind == "link-flap":
+            phase = (t_ps - self.start_ps) % self.period_ps
+            down_ps = self.period_ps // 2
+            return min(t_ps - phase + down_ps, self.end_ps) if phase < down_ps else t_ps
+        return t_ps
 
 
 def wire_start_ps(faults: tuple[LinkFault, ...], ready_ps: int) -> int:
@@ -34,8 +57,9 @@ def wire_start_ps(faults: tuple[LinkFault, ...], ready_ps: int) -> int:
     while moved:
         moved = False
         for f in faults:
-            if f.kind == "link-down" and f.start_ps <= start < f.end_ps:
-                start, moved = f.end_ps, True
+            later = f.down_until_ps(start)
+            if later != start:
+                start, moved = later, True
     return start
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from common.checks import MAX_LATENCY_PS, check_number
 from common.units import PS_PER_S
+
+MAX_LANES = 1024
+MIN_LANE_BITS_PER_S = 1.0  # a layer's activations then take about a day of simulated time
 
 
 @dataclass(frozen=True)
@@ -21,14 +25,14 @@ class LinkSpec:
     energy_pj_per_bit: float = 0.0  # optics, switches and NICs along the path, per bit carried
 
     def __post_init__(self) -> None:
-        if self.lanes <= 0:
-            raise ValueError(f"LinkSpec.lanes: must be > 0, got {self.lanes}")
-        if not self.lane_bits_per_s > 0:
-            raise ValueError(f"LinkSpec.lane_bits_per_s: must be > 0, got {self.lane_bits_per_s}")
-        if self.latency_ps < 0:
-            raise ValueError(f"LinkSpec.latency_ps: must be >= 0, got {self.latency_ps}")
-        if not self.energy_pj_per_bit >= 0:
-            raise ValueError(f"LinkSpec.energy_pj_per_bit: must be >= 0, got {self.energy_pj_per_bit}")
+        check_number("LinkSpec.lanes", self.lanes, integer=True, low=0, above=True, high=MAX_LANES, error=ValueError)
+        if self.lane_bits_per_s != math.inf:  # inf: an ideal wire (no user input reaches it: validate_cluster)
+            check_number("LinkSpec.lane_bits_per_s", self.lane_bits_per_s, low=MIN_LANE_BITS_PER_S,
+                         error=ValueError)
+        # A user's latency is bounded by MAX_LATENCY_PS; the fibre's propagation comes on top.
+        check_number("LinkSpec.latency_ps", self.latency_ps, integer=True, low=0, high=2 * MAX_LATENCY_PS,
+                     error=ValueError)
+        check_number("LinkSpec.energy_pj_per_bit", self.energy_pj_per_bit, low=0, high=1e6, error=ValueError)
 
     @property
     def bits_per_s(self) -> float:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from common.checks import check_number
 from common.errors import ConfigError
 from llm.ops import LayerShape
 
@@ -26,14 +27,7 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        for f in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                  "num_key_value_heads", "vocab_size", "bytes_per_param"):
-            value = getattr(self, f)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"model {self.name}: {f} must be a positive integer, got {value!r}")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ConfigError(f"model {self.name}: num_attention_heads ({self.num_attention_heads}) "
-                              f"must be a multiple of num_key_value_heads ({self.num_key_value_heads})")
+        _check_shape(f"model {self.name}", {f.name: getattr(self, f.name) for f in fields(self)})
 
     @property
     def layer_shape(self) -> LayerShape:
@@ -69,23 +63,60 @@ class LlamaConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> LlamaConfig:
-        """Load a Hugging Face `config.json`."""
+        """Load a Hugging Face `config.json`, as strictly as the Hugging Face loader builds a
+        Llama from it: the fields cost depends on, of the right types, positive, the heads
+        dividing the hidden size (unless `head_dim` is given) and the KV heads the heads."""
+        where = f"--model: {path}"
         try:
-            raw = json.loads(Path(path).read_text())
+            raw = json.loads(Path(path).read_text(), parse_constant=_no_constant)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"--model: cannot read {path}: {exc}") from None
+            raise ConfigError(f"{where}: cannot read: {' '.join(str(exc).split())}") from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"--model: {path} is not a JSON object")
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: raw[k] for k in known if k in raw and k != "name"}
-        missing = [f for f in ("hidden_size", "intermediate_size", "num_hidden_layers",
-                               "num_attention_heads", "vocab_size") if f not in raw]
+            raise ConfigError(f"{where}: not a JSON object")
+        missing = [f for f in REQUIRED_FIELDS if f not in raw]
         if missing:
-            raise ConfigError(f"--model: {path} lacks {', '.join(missing)}")
+            raise ConfigError(f"{where} lacks {', '.join(missing)}")
+        kwargs = {k: raw[k] for k in (*REQUIRED_FIELDS, "num_key_value_heads", "head_dim", "tie_word_embeddings")
+                  if raw.get(k) is not None}  # null: the Hugging Face default, as for an absent key
         kwargs.setdefault("num_key_value_heads", raw["num_attention_heads"])
-        dtype = raw.get("torch_dtype", "bfloat16")
-        kwargs["bytes_per_param"] = {"float32": 4, "float16": 2, "bfloat16": 2}.get(dtype, 2)
-        return cls(name=raw.get("_name_or_path") or Path(path).stem, **kwargs)
+        dtype_key = "torch_dtype" if raw.get("torch_dtype") is not None else "dtype"
+        dtype = raw.get(dtype_key)
+        if dtype is None:
+            dtype = "bfloat16"
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+            raise ConfigError(f"{where}: {dtype_key}: must be one of {', '.join(DTYPE_BYTES)}, got {dtype!r}")
+        kwargs["bytes_per_param"] = DTYPE_BYTES[dtype]
+        name = raw.get("_name_or_path")
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"{where}: _name_or_path: must be a string, got {name!r}")
+        _check_shape(where, kwargs)
+        return cls(name=name or Path(path).stem, **kwargs)
+
+
+REQUIRED_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+MAX_DIMENSION = 2**31 - 1  # what the Hugging Face kernels index with int32
+
+
+def _no_constant(text: str):
+    raise ValueError(f"{text} is not a number JSON allows")
+
+
+def _check_shape(where: str, values: dict) -> None:
+    """The fields of a Llama config that cost depends on: types, ranges and consistency."""
+    for f in (*REQUIRED_FIELDS, "num_key_value_heads", "bytes_per_param", "head_dim"):
+        if f in values and (f != "head_dim" or values[f] is not None):
+            check_number(f"{where}: {f}", values[f], integer=True, low=1, high=MAX_DIMENSION)
+    tie = values.get("tie_word_embeddings", False)
+    if not isinstance(tie, bool):
+        raise ConfigError(f"{where}: tie_word_embeddings: must be true or false, got {tie!r}")
+    heads, kv_heads = values["num_attention_heads"], values["num_key_value_heads"]
+    if heads % kv_heads:
+        raise ConfigError(f"{where}: num_attention_heads ({heads}) must be a multiple of "
+                          f"num_key_value_heads ({kv_heads})")
+    if values.get("head_dim") is None and values["hidden_size"] % heads:
+        raise ConfigError(f"{where}: hidden_size ({values['hidden_size']}) must be a multiple of "
+                          f"num_attention_heads ({heads}), or give head_dim")
 
 
 # Figures: FACTS "Llama 3.1 architecture" (Hugging Face config.json).

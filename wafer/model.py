@@ -6,6 +6,15 @@ tokens and users pipeline through the regions; op costs from `wafer.costs`; SRAM
 capacity holding the weights and a KV-cache reservation per request. Ignores: prefill
 and decode sharing a region's cores at once, KV layout across regions, core failures.
 
+Loss (`lost_ps`, declared before the run: a lost wafer, or a stage of a replica that a
+lost device took down): every pass not out by then is dropped. The loss time is known in
+advance, so a pass knows at entry whether it will leave: one that will is sent at entry
+(stage detail) or kept among the pending exits as ever, and one that will not is never
+sent, so the horizon (the first pending exit) stays exact and send at entry stays valid
+for the passes it covers. A dropped pass still holds its regions until the loss (the
+passes behind it cannot overtake it) and is traced as a `fault` span "dropped" from its
+entry to the loss (zero length if it came after); unfinished requests' KV is freed then.
+
 Co-located models (`CoTenant`, e.g. an 8B beside a 70B): the regions are the primary
 model's; a co-tenant's units share them (`wafer.tenants`), so a region serves one pass
 at a time whichever model it belongs to, and a pass of any model crosses the same chain
@@ -40,6 +49,7 @@ from wafer.tenants import Tenant, spread, unit_ops
 
 Detail = Literal["stage", "layer", "op"]
 DETAILS: tuple[str, ...] = ("stage", "layer", "op")
+NEVER_PS = 1 << 62  # a loss time no run reaches: a wafer that is never lost
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,8 @@ class WaferStage:
     def __init__(self, env: simpy.Environment, spec: WaferSpec, shape: LayerShape,
                  vocab_size: int, units: list[Unit], *, detail: Detail,
                  last_stage: bool, send: Callable[[Pass, int, int], None], tracer,
-                 kv_tokens_reserved: int = 0, co_tenants: Sequence[CoTenant] = ()) -> None:
+                 kv_tokens_reserved: int = 0, co_tenants: Sequence[CoTenant] = (),
+                 lost_ps: int | None = None, lost_name: str = "") -> None:
         if detail not in DETAILS:
             raise ValueError(f"detail: must be one of {', '.join(DETAILS)}, got {detail!r}")
         self.env, self.spec, self.shape, self.vocab_size = env, spec, shape, vocab_size
@@ -129,6 +140,11 @@ class WaferStage:
         self._kv_reserved_at: dict[int, tuple[int, int]] = {}  # request -> (start, bytes)
         self._names = {name: tracer.name(name) for name in self._trace_names()}
         self._stage_detail = detail == "stage"
+        # Nothing leaves at or after this (NEVER_PS: never lost); `lost_name`, the fault traced.
+        self._lost_ps, self._lost_name = NEVER_PS if lost_ps is None else lost_ps, lost_name
+        self.dropped_passes = 0  # received and dropped by the loss: counted, never sent
+        if lost_ps is not None:
+            self._names.update({name: tracer.name(name) for name in ("dropped", *filter(None, (lost_name,)))})
         for t in self._tenants:
             t.place(self.regions, self._names)
         # The tightest promise: no pass of any model can leave sooner than the cheapest one crosses.
@@ -168,6 +184,10 @@ class WaferStage:
             need = -(-(primary.sram_bytes(unit) + extra) // per_core)
             share = max(1, spec.cores * weights // self.weight_bytes)
             most = max(share, -(-weights // per_core)) if extra else share
+            if -(-weights // per_core) > most:  # no clamp: weights have nowhere else to go
+                raise CapacityError(f"{spec.name}: {unit.name}'s weights need {-(-weights // per_core)} cores at "
+                                    f"sram_bytes_per_core={per_core}, over its share of {most} of the "
+                                    f"{spec.cores} cores (raise sram_bytes_per_core, or use more wafers)")
             key = (unit.kind, need, most)
             if key not in chosen:
                 ops = unit_ops(unit, self.shape, self.vocab_size, 1, 0, True)
@@ -273,9 +293,10 @@ class WaferStage:
 
     def receive(self, p: Pass) -> None:
         now = self.env._now  # the hot path skips the property
+        if now >= self._lost_ps:
+            self._drop(p, now, now)
+            return
         tenant = self._tenants[p.model]  # the pass's model: its costs, last stage and sizes
-        if p.reserve_kv_tokens:
-            self._reserve_kv(p.request_id, p.reserve_kv_tokens * tenant.kv_bytes_per_token, now)
         profile = tenant.profiles.get((p.n_tokens, p.ctx_tokens, p.emits, p.phase)) \
             or self._profile(p.n_tokens, p.ctx_tokens, p.emits, p.phase, p.model)
         last = tenant.last_stage
@@ -283,6 +304,11 @@ class WaferStage:
         size = TOKEN_ID_BYTES if last else p.n_tokens * tenant.act_bytes
         ends = self._tandem.admit(now, profile.service_ps, profile.cum_end_ps, profile.index)
         exit_ps = now + profile.cum_end_ps[-1] if ends is None else ends[-1]
+        if exit_ps >= self._lost_ps:  # FIFO exits never decrease: every later pass drops too
+            self._drop(p, now, self._lost_ps)
+            return
+        if p.reserve_kv_tokens:
+            self._reserve_kv(p.request_id, p.reserve_kv_tokens * tenant.kv_bytes_per_token, now)
         core_ps = self.core_ps_by_request
         core_ps[p.request_id] = core_ps.get(p.request_id, 0) + profile.core_ps
         if self._stage_detail:
@@ -332,6 +358,12 @@ class WaferStage:
                 _, q, size = pending.popleft()
                 self._send(q, now, size)
 
+    def _drop(self, p: Pass, entry_ps: int, until_ps: int) -> None:
+        """A pass the loss takes: counted, traced from its entry to the loss, never sent."""
+        self.dropped_passes += 1
+        self._rows.append((entry_ps, until_ps, self._tracer.template("fault", self._names["dropped"]),
+                           p.request_id, p.token))
+
     # -- SRAM --------------------------------------------------------------------------
     def _reserve_kv(self, request_id: int, kv_bytes: int, now: int) -> None:
         while self._kv_releases and self._kv_releases[0][0] <= now:
@@ -352,8 +384,19 @@ class WaferStage:
         self._rows.append((start, exit_ps, template, p.request_id, NULL))
 
     def finish(self, end_ps: int) -> None:
-        """Trace what the wafer held for the whole run: each model's weights."""
+        """Trace what the wafer held for the whole run (each model's weights, until a loss),
+        free the KV cache of requests the loss cut short, and trace the loss."""
+        held_until = min(end_ps, self._lost_ps) if self._lost_name else end_ps  # a lost device's are gone
         for t in self._tenants:
             template = self._tracer.template("sram", self._names[f"{t.prefix}weights"], None, t.weight_bytes,
                                              None, None)
-            self._rows.append((0, end_ps, template, NULL, NULL))
+            self._rows.append((0, held_until, template, NULL, NULL))
+        if self._lost_ps == NEVER_PS:
+            return
+        for request_id, (start, kv_bytes) in sorted(self._kv_reserved_at.items()):
+            template = self._tracer.template("sram", self._names["kv_cache"], None, kv_bytes, None, None)
+            self._rows.append((start, self._lost_ps, template, request_id, NULL))
+        self._kv_reserved_at.clear()
+        if self._lost_name and self._lost_ps <= end_ps:
+            template = self._tracer.template("fault", self._names[self._lost_name])
+            self._rows.append((self._lost_ps, end_ps, template, NULL, NULL))

@@ -11,8 +11,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.calibration import read_calibrated
+from common.checks import check_number
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+
+# What a `--spec` what-if may set each constant to: (integer, lowest, highest). The bounds
+# are far outside any wafer built or planned, and keep every op's time a finite number of
+# picoseconds that a run reaches in useful time.
+WAFER_LIMITS: dict[str, tuple[bool, float, float]] = {
+    "mesh_width_cores": (True, 1, 100_000),
+    "mesh_height_cores": (True, 1, 100_000),
+    "sram_bytes": (True, 1, 10**15),
+    "sram_bytes_per_core": (True, 1, 10**9),
+    "sram_bytes_per_s": (False, 1e9, 1e21),
+    "fp16_lanes_per_core": (True, 1, 4096),
+    "clock_hz": (False, 1e6, 1e12),
+    "mesh_link_bytes_per_cycle": (True, 1, 2**20),
+    "mesh_hop_cycles": (True, 1, 10**6),
+    "core_router_cycles": (True, 0, 10**6),
+    "sync_cycles_per_hop": (False, 0, 1e6),
+    "reroute_cycles": (True, 0, 10**6),
+    "nonlinear_cycles_per_element": (False, 0, 1e6),
+    "system_busy_w": (False, 0, 1e7),
+    "system_idle_w": (False, 0, 1e7),
+}
+_POSITIVE = {"nonlinear_cycles_per_element"}  # > 0, not >= 0
 
 
 @dataclass(frozen=True)
@@ -43,17 +66,9 @@ class WaferSpec:
     system_idle_w: float = 9_200.0
 
     def __post_init__(self) -> None:
-        for field in ("mesh_width_cores", "mesh_height_cores", "sram_bytes",
-                      "sram_bytes_per_core", "fp16_lanes_per_core",
-                      "mesh_link_bytes_per_cycle", "mesh_hop_cycles"):
-            if getattr(self, field) <= 0:
-                raise ValueError(f"WaferSpec.{field}: must be > 0, got {getattr(self, field)}")
-        for field in ("sram_bytes_per_s", "clock_hz", "nonlinear_cycles_per_element"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"WaferSpec.{field}: must be > 0, got {getattr(self, field)}")
-        for field in ("core_router_cycles", "reroute_cycles", "sync_cycles_per_hop", "system_idle_w"):
-            if getattr(self, field) < 0:
-                raise ValueError(f"WaferSpec.{field}: must be >= 0, got {getattr(self, field)}")
+        for field, (integer, low, high) in WAFER_LIMITS.items():
+            check_number(f"WaferSpec.{field}", getattr(self, field), integer=integer, low=low, high=high,
+                         above=low == 0 and field in _POSITIVE, error=ValueError)
         if not self.system_busy_w >= self.system_idle_w:
             raise ValueError(f"WaferSpec.system_busy_w: must be >= system_idle_w ({self.system_idle_w}), "
                              f"got {self.system_busy_w}")

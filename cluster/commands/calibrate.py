@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from cluster.commands.common import Parser, guarded
 from cluster.commands.scenario import RunOptions, ScenarioConfig, run_scenario
 from gpu.spec import CALIBRATION_FILE as GPU_CALIBRATION_FILE
 from llm.config import resolve_model
@@ -171,10 +172,13 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`wafersim calibrate`: fit both devices and rewrite their calibration files."""
-    import argparse
+    """`wafersim calibrate`: fit both devices and rewrite their calibration files. A bad flag
+    is one line `error: ...` and exit 2, before anything is fitted."""
+    return guarded("calibrate", lambda: _calibrate(argv))
 
-    p = argparse.ArgumentParser(prog="wafersim calibrate", description=__doc__.splitlines()[0])
+
+def _calibrate(argv: list[str] | None) -> int:
+    p = Parser(prog="wafersim calibrate", description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="print the fit, write nothing")
     p.add_argument("--only", choices=("wafer", "gpu"), help="fit one device (default: both)")
     args = p.parse_args(argv)

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.commands.common import EXIT_USAGE, Parser
+from cluster.commands.common import EXIT_USAGE, Parser, check_output_file
 from cluster.engine.backends import BACKENDS
+from common.checks import MAX_WAFERS, check_number
 from common.errors import ConfigError, SimError
 from wafer import DETAILS
 
@@ -36,34 +37,49 @@ def parse_sites(text: str) -> tuple[str, ...]:
         name, star, count = item.partition("*")
         if not star:
             sites += [item] if item else []
-        elif count.strip().isdigit() and int(count) > 0:
+        elif count.strip().isascii() and count.strip().isdigit() and 0 < int(count) <= MAX_WAFERS:
             sites += [name.strip()] * int(count)
+        elif count.strip().isascii() and count.strip().isdigit() and int(count) > MAX_WAFERS:
+            raise ConfigError(f"--sites: {item!r}: at most {MAX_WAFERS:,} wafers")
         else:
             raise ConfigError(f"--sites: {item!r}: expected NAME or NAME*COUNT")
     return tuple(sites)
 
 
 def parse_fault(text: str):
-    """`KIND:LINK:at_ms=A:for_ms=D[:bandwidth=B]`, e.g. `link-down:link:wafer1->wafer2:at_ms=5:for_ms=50`
-    (the link's own name has a colon: every field without `=` belongs to it)."""
+    """`KIND:TARGET:at_ms=A[:for_ms=D][:bandwidth=B][:period_ms=P]`, e.g.
+    `link-down:link:wafer1->wafer2:at_ms=5:for_ms=50`, `link-flap:LINK:at_ms=5:for_ms=50:period_ms=2`,
+    `wafer-lost:llama70b-0.wafer1:at_ms=20`, `site-lost:dallas:at_ms=20` (a link's own name
+    has a colon: every field without `=` belongs to the target). A link fault needs `for_ms`;
+    a lost device stays lost, which `validate_cluster` says if `for_ms` is given."""
     from cluster.fleet.spec import FaultSpec
 
     kind, _, rest = text.partition(":")
     fields = rest.split(":")
     target = ":".join(f for f in fields if "=" not in f)
     values: dict[str, float] = {}
+    known = ("at_ms", "for_ms", "bandwidth", "period_ms")
     for item in (f for f in fields if "=" in f):
         key, _, value = item.partition("=")
-        if key not in ("at_ms", "for_ms", "bandwidth"):
-            raise argparse.ArgumentTypeError(f"unknown field {key!r} in {text!r}; known: at_ms, for_ms, bandwidth")
+        if key not in known:
+            raise argparse.ArgumentTypeError(f"unknown field {key!r} in {text!r}; known: {', '.join(known)}")
         try:
             values[key] = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{key}: expected a number, got {value!r}") from None
-    missing = [k for k in ("at_ms", "for_ms") if k not in values]
-    if not target or missing:
-        raise argparse.ArgumentTypeError(f"expected KIND:LINK:at_ms=A:for_ms=D[:bandwidth=B], got {text!r}")
-    return FaultSpec(kind, target, values["at_ms"], values["for_ms"], values.get("bandwidth", 1.0))
+    if kind in ("wafer-lost", "site-lost"):
+        if not target or "at_ms" not in values:
+            raise argparse.ArgumentTypeError(f"expected {kind}:{'WAFER' if kind == 'wafer-lost' else 'SITE'}:"
+                                             f"at_ms=A, got {text!r}")
+    elif not target or any(k not in values for k in ("at_ms", "for_ms")):
+        usage = ":period_ms=P" if kind == "link-flap" else "[:bandwidth=B]"
+        raise argparse.ArgumentTypeError(f"expected KIND:LINK:at_ms=A:for_ms=D{usage}, got {text!r}")
+    return FaultSpec(kind, target, values["at_ms"], values.get("for_ms", 0.0), values.get("bandwidth", 1.0),
+                     values.get("period_ms", 0.0))
+
+
+FAULT_HELP = ("link-down|link-degraded|link-flap:LINK:at_ms=A:for_ms=D[:bandwidth=B|:period_ms=P], "
+              "wafer-lost:DEVICE:at_ms=A, site-lost:SITE:at_ms=A (repeatable)")
 
 
 def _spec_override(text: str) -> tuple[str, float]:
@@ -111,8 +127,7 @@ def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> 
     p.add_argument("--link", action="append", default=[], type=_spec_override, metavar="FIELD=VALUE",
                    help="change the inter-device link: lanes, lane_bits_per_s, latency_ps (repeatable)")
     p.add_argument("--fault", action="append", default=[], type=parse_fault, metavar="SPEC",
-                   help="link-down:LINK:at_ms=A:for_ms=D or link-degraded:LINK:at_ms=A:for_ms=D:bandwidth=B "
-                        "(repeatable)")
+                   help=FAULT_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detail", choices=DETAILS, default="layer",
                    help="trace one span per wafer stage, per layer or per op")
@@ -135,6 +150,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", default=None, help="trace path (default: traces/NAME-seedN.arrow)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (none either when it is not a terminal)")
+    p.add_argument("--watchdog-s", type=float, default=120.0,
+                   help="end a run whose simulated time stalls this many wall seconds, naming what was due (0: off)")
     add_price_flags(p)
 
 
@@ -142,6 +159,22 @@ def add_price_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--price-kwh", type=float, default=None, help="USD per kWh of electricity (cost per token)")
     p.add_argument("--price-hour", type=float, default=None,
                    help="USD of capital per device-hour (a wafer system, a GPU)")
+
+
+def check_trace_path(trace: str | None) -> None:
+    """A trace path a run can write its four files at, checked before the run: not a
+    folder, its own and its companions' folders not files."""
+    if trace is None:
+        return
+    from cluster.results.trace import energy_path, requests_path, tokens_path
+
+    path = Path(trace)
+    if not trace.strip() or path.is_dir() or trace.endswith(("/", os.sep)):
+        raise ConfigError(f"--trace: {trace} is a folder; give a file path such as {path / 'run.arrow'}")
+    for companion in (Path(requests_path(trace)), Path(tokens_path(trace)), Path(energy_path(trace))):
+        if companion.is_dir():
+            raise ConfigError(f"--trace: {companion} is a folder, where the trace writes a file")
+    check_output_file("--trace", trace, make_parents=True)
 
 
 def run_options(args: argparse.Namespace, name: str, seed: int):
@@ -157,13 +190,15 @@ def run_options(args: argparse.Namespace, name: str, seed: int):
         for flag, value in (("--address", args.address), ("--placement", args.placement)):
             if value is not None:
                 raise ConfigError(f"{flag}: only the ray backend uses it; add --backend ray")
+    if args.max_window_ps is not None:
+        check_number("--max-window-ps", args.max_window_ps, integer=True, low=1)
+    check_trace_path(args.trace)
     trace = Path(args.trace) if args.trace else None
-    if trace is not None and trace.is_dir():
-        raise ConfigError(f"--trace: {trace} is a folder; give a file path such as {trace / 'run.arrow'}")
     lps = args.lps_per_actor if args.lps_per_actor is not None else (1 if args.backend == "ray" else None)
     return RunOptions(trace=str(trace) if trace else f"traces/{name}-seed{seed}.arrow", backend=args.backend,
                       lps_per_partition=lps, max_window_ps=args.max_window_ps, backend_options=backend_options,
-                      prices=Prices(args.price_kwh, args.price_hour), progress=not args.quiet)
+                      prices=Prices(args.price_kwh, args.price_hour), progress=not args.quiet,
+                      watchdog_s=args.watchdog_s)
 
 
 def report(run: Callable[[], tuple[dict | None, bool]]) -> int:
@@ -243,11 +278,17 @@ def _main(argv: list[str] | None) -> int:
              "wafersim sweep SPEC.toml [-o OUT] [--fidelity event|analytic] [--refine N] [--quiet] | "
              "wafersim plot PATH -o OUT.png|svg [--kind K] [--x COL --y COL] [--from-ms A --to-ms B] | "
              "wafersim perfetto TRACE -o OUT.json [--from-ms A --to-ms B]")
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(f"error: give a command; {usage}", file=sys.stderr)
+        return EXIT_USAGE
+    if argv[0] in ("-h", "--help"):
         print(usage)
-        return 0 if argv else EXIT_USAGE
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "list":
+        if rest:
+            print(f"error: list: takes no arguments, got {' '.join(rest)!r}", file=sys.stderr)
+            return EXIT_USAGE
         for path in sorted(Path(__file__).resolve().parents[2].joinpath("scenarios").glob("*.py")):
             if not path.name.startswith("_"):
                 print(path.stem)
@@ -281,6 +322,8 @@ def _main(argv: list[str] | None) -> int:
         from cluster.commands.perfetto import main as perfetto
         return perfetto(rest)
     if command == "summary":
+        from pyarrow import ArrowException
+
         from cluster.results.summary import format_summary, summarize
         parser = Parser(prog="wafersim summary", add_help=False)
         parser.add_argument("paths", nargs="*")
@@ -293,8 +336,9 @@ def _main(argv: list[str] | None) -> int:
             args = parser.parse_args(rest)  # an unknown flag is an error, not a silent no-op
             if len(args.paths) != 1:
                 raise ConfigError("give one trace path")
-            if any(v is not None and not v >= 0 for v in (args.slo_ttft_ms, args.slo_tpot_ms)):
-                raise ConfigError("an SLO is a number of ms, 0 or more")
+            for flag, value in (("--slo-ttft-ms", args.slo_ttft_ms), ("--slo-tpot-ms", args.slo_tpot_ms)):
+                if value is not None:
+                    check_number(flag, value, low=0)
             from cluster.results.energy import Prices
             prices = Prices(args.price_kwh, args.price_hour) \
                 if args.price_kwh is not None or args.price_hour is not None else None
@@ -304,7 +348,11 @@ def _main(argv: list[str] | None) -> int:
         try:
             summary = summarize(args.paths[0], args.slo_ttft_ms, args.slo_tpot_ms, prices)
         except (OSError, ValueError) as exc:
-            print(f"error: summary: cannot read {args.paths[0]}: {exc}", file=sys.stderr)
+            print(f"error: summary: cannot read {args.paths[0]}: {' '.join(str(exc).split())}", file=sys.stderr)
+            return EXIT_USAGE
+        except (KeyError, TypeError, ArrowException) as exc:  # Arrow files of another schema
+            print(f"error: summary: {args.paths[0]}: not a wafersim trace: {' '.join(str(exc).split())}",
+                  file=sys.stderr)
             return EXIT_USAGE
         print(json.dumps(summary, sort_keys=True) if args.json else format_summary(summary))
         return 0

@@ -7,10 +7,10 @@ A user mistake prints one line `error: ...` and exits with code 2, leaving no OU
 from __future__ import annotations
 
 import argparse
-import math
 
-from cluster.commands.common import Parser, guarded
+from cluster.commands.common import Parser, check_output_file, guarded
 from cluster.serving.requestfile import convert_azure, convert_sharegpt, request_file_format, write_request_file
+from common.checks import MAX_INT64, MAX_RATE_PER_S, check_number
 from common.errors import ConfigError
 
 
@@ -36,14 +36,15 @@ def main(argv: list[str]) -> int:
 def _convert(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     request_file_format(args.output)  # refused before a long conversion, not after
+    check_output_file("-o", args.output)
     if args.limit is not None and args.limit <= 0:
         raise ConfigError(f"--limit: must be > 0, got {args.limit}")
     if args.kind == "azure":
         rows, skipped = convert_azure(args.input)
         note = f" ({skipped} skipped: zero context or generated tokens)"
     else:
-        if not (math.isfinite(args.rate) and args.rate > 0):
-            raise ConfigError(f"--rate: must be a finite number > 0, got {args.rate}")
+        check_number("--rate", args.rate, low=0, above=True, high=MAX_RATE_PER_S, unit="requests/s")
+        check_number("--seed", args.seed, integer=True, low=0, high=MAX_INT64)
         rows, note = convert_sharegpt(args.input, args.rate, args.seed), ""
     rows = rows[:args.limit]
     write_request_file(rows, args.output)

@@ -8,7 +8,7 @@ import argparse
 import math
 from dataclasses import replace
 
-from cluster.commands.cli import add_run_flags, parse_fault, report, run_options
+from cluster.commands.cli import FAULT_HELP, add_run_flags, parse_fault, report, run_options
 from cluster.commands.common import Parser
 from cluster.fleet.spec import ClusterSpec
 from common.errors import ConfigError
@@ -39,7 +39,7 @@ def fleet_parser(name: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--detail", choices=DETAILS, default=None)
     p.add_argument("--fault", action="append", default=[], type=parse_fault, metavar="SPEC",
-                   help="link-down:LINK:at_ms=A:for_ms=D or link-degraded:...:bandwidth=B (repeatable)")
+                   help=FAULT_HELP)
     p.add_argument("--dump-config", action="store_true", help="print the description as TOML and exit")
     p.add_argument("--fidelity", choices=("event", "analytic"), default="event",
                    help="event: simulate (the default); analytic: a closed-form steady-state estimate, no trace")
@@ -84,6 +84,10 @@ def apply_flags(spec: ClusterSpec, args: argparse.Namespace) -> ClusterSpec:
         if not hits:
             raise ConfigError(f"--replicas: no replicas of a pipeline {pipeline!r}")
         replicas[hits[0]] = replace(replicas[hits[0]], count=int(count))
+    for flag, value in (("--users", args.users), ("--requests", args.requests),
+                        ("--prompt-tokens", args.prompt_tokens), ("--output-tokens", args.output_tokens)):
+        if value is not None and value < 1:  # the bounds above 1 are the cluster's, named there
+            raise ConfigError(f"{flag}: must be >= 1, got {value}")
     users = list(spec.users)
     if args.requests is not None:
         if args.requests < len(users):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from cluster.commands.horizon import check_fault_times
 from cluster.commands.progress import RunProgress
+from cluster.commands.signals import WATCHDOG_S, Watchdog, stop_on_signals
 from cluster.engine.graph import Graph
 from cluster.fleet.build import build_cluster
 from cluster.fleet.spec import ClusterSpec, FaultSpec, LinksSpec, PipelineSpec, ReplicaSpec, UserSpec
@@ -17,7 +21,8 @@ from cluster.results.energy import Prices, energy_batch, energy_by_lp, request_e
 from cluster.results.summary import summarize
 from cluster.results.trace import TraceVocab, energy_path, requests_path, tokens_path
 from cluster.results.writer import TraceWriter
-from common.errors import ConfigError, ConservationError
+from common.checks import MAX_INT64, MAX_LATENCY_PS, MAX_RATE_PER_S, MAX_REQUESTS, MAX_TOKENS, MAX_WAFERS, check_number
+from common.errors import ConfigError, ConservationError, LPFailure, SimError
 from gpu import GPU_PRESETS, GpuSpec
 from interconnect import CS3_LINK, SITES, LinkSpec
 from llm.config import resolve_model
@@ -48,7 +53,7 @@ class ScenarioConfig:
     dtype: str = "fp16"  # GPU devices: weight precision
     spec_overrides: tuple[tuple[str, float], ...] = ()  # (field, value) changes to the device preset
     link_overrides: tuple[tuple[str, float], ...] = ()  # (field, value) changes to the inter-device link
-    faults: tuple[FaultSpec, ...] = ()  # links down or degraded for a while (cluster.fleet.spec.FaultSpec)
+    faults: tuple[FaultSpec, ...] = ()  # links down/degraded/flapping, devices or sites lost (FaultSpec)
 
     @property
     def on_gpu(self) -> bool:
@@ -85,12 +90,21 @@ class ScenarioConfig:
                            faults=self.faults)
 
     def validate(self) -> None:
-        for name in ("wafers", "users", "prompt_tokens", "output_tokens", "prefill_chunk_tokens"):
-            value = getattr(self, name)
-            if value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')}: must be > 0, got {value}")
-        if self.requests is not None and self.requests <= 0:
-            raise ConfigError(f"--requests: must be > 0, got {self.requests}")
+        """Every number a flag gives, in range, named by its flag (`--prefill-chunk`
+        for `prefill_chunk_tokens`); then the model and the sites."""
+        for flag, value, high, unit in (
+                ("--wafers", self.wafers, MAX_WAFERS, "wafers"), ("--users", self.users, MAX_REQUESTS, "users"),
+                ("--prompt-tokens", self.prompt_tokens, MAX_TOKENS, "tokens"),
+                ("--output-tokens", self.output_tokens, MAX_TOKENS, "tokens"),
+                ("--prefill-chunk", self.prefill_chunk_tokens, MAX_TOKENS, "tokens"),
+                ("--requests", self.requests, MAX_REQUESTS, "requests"), ("--gpus", self.gpus, 8, "GPUs")):
+            if value is not None:
+                check_number(flag, value, integer=True, low=1, high=high, unit=unit)
+        check_number("--seed", self.seed, integer=True, low=0, high=MAX_INT64)
+        check_number("--rate", self.rate_per_s, low=0, high=MAX_RATE_PER_S, unit="requests/s")
+        for key, value in self.link_overrides:  # a link spec holds the fibre's propagation on top
+            if key == "latency_ps":
+                check_number("--link latency_ps", value, low=0, high=MAX_LATENCY_PS, unit="ps", why="one second")
         if self.detail not in DETAILS:
             raise ConfigError(f"--detail: must be one of {', '.join(DETAILS)}, got {self.detail!r}")
         if self.device not in WAFER_PRESETS and not self.on_gpu:
@@ -106,8 +120,6 @@ class ScenarioConfig:
             if site not in SITES:
                 raise ConfigError(f"--sites: unknown site {site!r}; known: {', '.join(SITES)}")
         resolve_model(self.model)  # its errors name --model; the cluster's would name the pipeline
-        if not (math.isfinite(self.rate_per_s) and self.rate_per_s >= 0):
-            raise ConfigError(f"--rate: must be a finite number >= 0 requests/s, got {self.rate_per_s}")
 
 
 def _override(spec, overrides: tuple[tuple[str, float], ...], flag: str):
@@ -136,6 +148,7 @@ class RunOptions:
     backend_options: dict = field(default_factory=dict)
     prices: Prices = field(default_factory=Prices)  # for the summary's cost; the simulation ignores them
     progress: bool = False  # simulated time and events/s on stderr, when it is a terminal
+    watchdog_s: float | None = WATCHDOG_S  # end a run whose simulated time stalls this long (0/None: never)
 
 
 def partition_groups(graph: Graph, lps_per_partition: int | None) -> list[list[str]]:
@@ -232,6 +245,7 @@ def run_scenario(cfg: ScenarioConfig, opts: RunOptions) -> dict:
     """Run the ring, write the trace (atomically) and return the summary."""
     wall0 = time.perf_counter()
     plan, graph, vocab = prepare(cfg)
+    check_fault_times(cfg.to_cluster(), {cfg.device: cfg.device_spec()}, "--fault")  # none past the workload's end
     metadata = {"scenario": asdict(cfg), "version": VERSION, "plan": plan,
                 "resolved": resolved_config(graph, cfg.to_cluster().links)}
     return run_graph(graph, vocab, metadata, opts, cfg.scenario, wall0)
@@ -241,6 +255,7 @@ def run_cluster(spec: ClusterSpec, opts: RunOptions, devices: dict | None = None
     """Run a cluster description, write the trace (atomically) and return the summary."""
     wall0 = time.perf_counter()
     built = build_cluster(spec, devices)
+    check_fault_times(spec, devices)  # none past the workload's end
     metadata = {"cluster": asdict(spec), "version": VERSION, "plan": built.plan,
                 "slo": {"ttft_ms": spec.slo_ttft_ms, "tpot_ms": spec.slo_tpot_ms},
                 "resolved": resolved_config(built.graph, spec.links)}
@@ -258,30 +273,80 @@ def _check_sram(graph: Graph, summary: dict) -> None:
                                     f"{capacity / 1e9:.3f} GB of SRAM")
 
 
+def _start_backend(opts: RunOptions, graph: Graph, groups: list[list[str]], vocab: TraceVocab,
+                   writer: TraceWriter, progress):
+    """`make_backend`, and if it fails half way (a signal during Ray's start, an actor that
+    dies while the graph is built), stop the Ray this run was starting: the backend never
+    came back, so it cannot shut down itself. Ray's own errors become one `LPFailure` line."""
+    ray = sys.modules.get("ray") if opts.backend == "ray" else None
+    ours = ray is None or not ray.is_initialized()  # a Ray the caller initialized is theirs
+    # Ray's start puts a C++ SIGTERM handler in the driver that dumps a stack and dies without
+    # cleaning up; this keeps it out, so SIGTERM stays the run's (its Python one is undone by
+    # stop_on_signals). Read when the Ray processes start, so theirs stay out too.
+    quiet = opts.backend == "ray" and "RAY_DISABLE_FAILURE_SIGNAL_HANDLER" not in os.environ
+    if quiet:
+        os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
+    try:
+        return make_backend(opts, graph, groups, vocab, writer, progress)
+    except BaseException as exc:
+        ray = sys.modules.get("ray") if opts.backend == "ray" else None
+        if ours and ray is not None and ray.is_initialized():
+            ray.shutdown()
+        if opts.backend == "ray" and isinstance(exc, Exception) and not isinstance(exc, (SimError, OSError)):
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise LPFailure(f"ray backend failed to start: {type(exc).__name__}: {first}") from None
+        raise
+    finally:
+        if quiet:
+            del os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"]
+
+
 def run_graph(graph: Graph, vocab: TraceVocab, metadata: dict, opts: RunOptions, name: str,
               wall0: float) -> dict:
+    """Run the graph, write the trace and return the summary. SIGINT and SIGTERM stop it
+    (`Stopped`, exit 130/143) and the watchdog ends it when simulated time stalls for
+    `opts.watchdog_s` (`HangError`); either way no file is left and Ray is stopped."""
     groups = partition_groups(graph, opts.lps_per_partition)
     from cluster.engine.rounds import Engine
 
     if opts.prices != Prices():
         metadata = {**metadata, "prices": asdict(opts.prices)}
-    writer = TraceWriter(opts.trace, list(vocab.lps), metadata)
-    backend = None
+    if opts.watchdog_s is not None and not (math.isfinite(opts.watchdog_s) and opts.watchdog_s >= 0):
+        raise ConfigError(f"--watchdog-s: must be a number of seconds >= 0 (0: off), got {opts.watchdog_s}")
+    watchdog = Watchdog(opts.watchdog_s, groups)
     progress = RunProgress(name, opts.progress)
-    try:
-        backend = make_backend(opts, graph, groups, vocab, writer, progress)
-        setup_s = time.perf_counter() - wall0
-        engine = Engine(graph, groups, backend, writer, opts.max_window_ps)
-        stats = engine.run(progress if opts.backend != "inprocess" else None)
-        energies = energy_by_lp(graph.lps, engine.activity, stats.end_ps)
-        writer.commit(energy_batch(energies), request_energy_j(energies))
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        progress.close()
-        if backend is not None:
-            backend.shutdown()
+
+    def tell(now_ps: int, events: int) -> None:  # the bar and the watchdog both follow the run
+        watchdog.poke(now_ps, events)
+        progress(now_ps, events)
+
+    # SIGINT/SIGTERM from here on stop the run with one line and 130/143, files and Ray cleaned up
+    with stop_on_signals(watchdog, name) as rearm:
+        writer = TraceWriter(opts.trace, list(vocab.lps), metadata)
+        backend = None
+        try:
+            backend = _start_backend(opts, graph, groups, vocab, writer, tell)
+            rearm()  # Ray's start put its own SIGTERM handler in place
+            watchdog.watch_backend(backend, reports_within_calls=opts.backend == "inprocess")
+            watchdog.start()
+            setup_s = time.perf_counter() - wall0
+            engine = Engine(graph, groups, backend, writer, opts.max_window_ps)
+            stats = engine.run(tell if opts.backend != "inprocess" else None)
+            watchdog.stop()
+            energies = energy_by_lp(graph.lps, engine.activity, stats.end_ps)
+            writer.commit(energy_batch(energies), request_energy_j(energies))
+        except BaseException:
+            watchdog.stop()
+            writer.abort()
+            raise
+        finally:
+            progress.close()
+            if backend is not None:
+                backend.shutdown()
+            if sys.exc_info()[0] is not None:
+                # the exception's traceback keeps this frame: let it not keep Ray's objects alive
+                # to the interpreter's exit, where freeing a compiled graph after Ray's shutdown crashes
+                backend = engine = None  # noqa: F841
     summary = summarize(opts.trace)
     try:
         _check_sram(graph, summary)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cluster.commands.common import Parser, guarded
+from cluster.commands.common import Parser, check_output_folder, guarded
 from common.errors import ConfigError
 
 
@@ -37,8 +37,9 @@ def _sweep(argv: list[str]) -> int:
     args = sweep_parser().parse_args(argv)
     if args.max_points is not None and args.max_points < 0:
         raise ConfigError(f"--max-points: must be >= 0, got {args.max_points}")
-    sweep = load_sweep(args.spec)
     out = Path(args.out) if args.out else Path("sweeps") / Path(args.spec).stem
+    check_output_folder("-o", str(out))
+    sweep = load_sweep(args.spec)
     result = run_sweep(sweep, out, fidelity=args.fidelity, refine=args.refine, address=args.address,
                        progress=not args.quiet, max_points=args.max_points, handle_sigterm=True)
     more = "; stopped at --max-points, rerun to go on" if result.stopped else ""

@@ -23,6 +23,7 @@ from cluster.commands.calibrate import (
     run_point,
     wafer_point,
 )
+from cluster.commands.common import Parser, guarded
 from cluster.serving.plan import plan_gpu_pipeline
 from common.errors import ConfigError
 from gpu import GpuStepCost
@@ -180,12 +181,20 @@ def analytic_validation(as_json: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--analytic" in argv:
-        return analytic_validation("--json" in argv)
+    return guarded("validate", lambda: _validate(argv))
+
+
+def _validate(argv: list[str]) -> int:
+    p = Parser(prog="wafersim validate", description=__doc__.splitlines()[0])
+    p.add_argument("--analytic", action="store_true", help="the analytic tier against the event model")
+    p.add_argument("--json", action="store_true", help="the rows and notes as one JSON object on the last line")
+    args = p.parse_args(argv)  # an unknown flag is an error, not a silent no-op
+    if args.analytic:
+        return analytic_validation(args.json)
     table = energy_table()
     rows, notes = validation_rows(energy=table), h100_notes() + energy_notes(table)
     print(format_rows(rows))
     print("\n".join(["", "note:", *notes]))
-    if "--json" in argv:
+    if args.json:
         print(json.dumps({"rows": [asdict(r) for r in rows], "notes": notes}, sort_keys=True))
     return 0

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from cluster.engine.graph import Graph
 from cluster.engine.messages import Message, StepResult
-from cluster.engine.sync import INF, SyncGraph, earliest_output_times, safe_until_ps
+from cluster.engine.sync import INF, SyncGraph, bounding_input, earliest_output_times, safe_until_ps
 from common.errors import CausalityError, ConservationError, SimError
 
 
@@ -53,6 +53,9 @@ class Engine:
     def _absorb(self, results: dict[int, StepResult], state: dict) -> list[Message]:
         outbox: list[Message] = []
         for p, result in sorted(results.items()):
+            if result.now_ps < state["now"][p]:  # simulated time only runs forward
+                raise CausalityError(f"{self._label(p)}: simulated time went back from {state['now'][p]} ps "
+                                     f"to {result.now_ps} ps")
             state["next"][p] = result.next_event_ps
             state["timer"][p] = result.next_timer_ps
             state["horizons"].update(result.horizons_ps)
@@ -92,8 +95,9 @@ class Engine:
                            + [m.arrive_ps for msgs in pending.values() for m in msgs], default=None)
             if earliest is None:
                 break
-            until = safe_until_ps(self.sync, earliest_output_times(self.sync, state["horizons"], in_flight)) \
-                if n > 1 else [INF]
+            # EOT at the round's start is each LP's promise: nothing it sends this round leaves earlier.
+            eot = earliest_output_times(self.sync, state["horizons"], in_flight) if n > 1 else {}
+            until = safe_until_ps(self.sync, eot) if n > 1 else [INF]
             if self.max_window_ps is not None:
                 until = [min(u, earliest + self.max_window_ps) for u in until]
             calls = {}
@@ -104,7 +108,8 @@ class Engine:
                         (timer is not None and timer <= until[p]):
                     calls[p] = (until[p], pending.pop(p, []))
             if not calls:
-                raise SimError(f"engine: no partition can advance at {earliest} ps (windows {until})")
+                raise SimError(f"engine: no partition can advance at {earliest} ps (windows {until}; "
+                               f"{self._bounds(eot)})")
             self.stats.sync_wall_s += time.perf_counter() - t0
             results = self.backend.advance(calls)
             if not any(r.events for r in results.values()):
@@ -112,8 +117,14 @@ class Engine:
                                f"nothing (an event beyond the simulated clock's end?)")
             t1 = time.perf_counter()
             for p, (u, _) in calls.items():
-                reached[p] = u
+                if results[p].now_ps > u:
+                    raise CausalityError(f"{self._label(p)}: ran to {results[p].now_ps} ps, past its window "
+                                         f"{u} ps")
+                reached[p] = max(reached[p], u)  # a window may shrink; what has run stays run
             for msg in self._absorb(results, state):
+                if msg.send_ps < eot[msg.src]:  # only cross-partition messages come through here
+                    raise CausalityError(f"{msg.src}: sent to {msg.dst} at {msg.send_ps} ps, before its promise "
+                                         f"of {_ps(eot[msg.src])} (its horizon_ps or transit_ps is wrong)")
                 dst = self.partition_of[msg.dst]
                 if msg.arrive_ps < reached[dst]:
                     raise CausalityError(f"{msg.src} -> {msg.dst}: message arrives at {msg.arrive_ps} ps, but "
@@ -129,6 +140,20 @@ class Engine:
         self._check_conservation()
         return self.stats
 
+    def _label(self, p: int) -> str:
+        """A partition named by its LPs (the first few)."""
+        group = self.groups[p]
+        return f"partition {p} ({'+'.join(group[:4])}{'+...' if len(group) > 4 else ''})"
+
+    def _bounds(self, eot: dict[str, float]) -> str:
+        """Which LP's promise sets each finite window: what a stalled run waits on."""
+        out = []
+        for p in range(len(self.groups)):
+            src = bounding_input(self.sync, eot, p) if eot else None
+            if src is not None:
+                out.append(f"{self._label(p)} waits on {src} (promise {_ps(eot[src])})")
+        return "; ".join(out) or "no promise bounds them"
+
     def _check_conservation(self) -> None:
         """Every message sent was received, and every LP's own books balance (a request
         answered with exactly its tokens, no KV cache left reserved): else the run fails."""
@@ -138,3 +163,8 @@ class Engine:
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise ConservationError(f"conservation: {'; '.join(problems[:3])}{more}")
+
+
+def _ps(t: float) -> str:
+    """A time for an error message: "never" for a promise of no send at all."""
+    return "never" if t == INF else f"{int(t)} ps"

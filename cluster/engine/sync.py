@@ -69,3 +69,13 @@ def earliest_output_times(sync: SyncGraph, horizons_ps: dict[str, int | None],
 def safe_until_ps(sync: SyncGraph, eot: dict[str, float]) -> list[float]:
     """Per partition: no message from another partition can arrive before this time."""
     return [min((eot[src] + latency for src, latency in inputs), default=INF) for inputs in sync.inputs]
+
+
+def bounding_input(sync: SyncGraph, eot: dict[str, float], partition: int) -> str | None:
+    """The LP whose promise sets `partition`'s window (None: nothing bounds it). For error
+    messages: what a stalled run is waiting on."""
+    best, name = INF, None
+    for src, latency in sync.inputs[partition]:
+        if eot[src] + latency < best:
+            best, name = eot[src] + latency, src
+    return name

@@ -34,7 +34,7 @@ from common.errors import ConfigError
 from common.units import PS_PER_S, ps_from_ms, ps_from_s
 from gpu import GPU_PRESETS, GpuSpec
 from interconnect import SITES, LinkSpec, fibre_latency_ps
-from interconnect.faults import LinkFault
+from interconnect.faults import DEVICE_KINDS, LinkFault
 from llm.config import LlamaConfig, resolve_model
 from wafer import WAFER_PRESETS, WaferSpec
 from wafer.model import CoTenant
@@ -241,6 +241,7 @@ def build_cluster(spec: ClusterSpec, devices: Mapping[str, WaferSpec | GpuSpec] 
                                  f"reply:router:{r.name}") for name, _, site in replicas]
 
     # Replicas: frontend, stages, links.
+    replica_stages: dict[str, list[str]] = {}  # frontend LP -> its stage LPs (a lost device takes them all)
     for name, pipe, site in replicas:
         st = stages[pipe.name]
         head, prefix = (name, f"{name}.") if routed else ("frontend", "")
@@ -253,6 +254,7 @@ def build_cluster(spec: ClusterSpec, devices: Mapping[str, WaferSpec | GpuSpec] 
                                                st.models, name if routed else head, site)))
         sites = list(pipe.stage_sites) if pipe.stage_sites else [site] * len(st.names)
         names = [prefix + s for s in st.names]
+        replica_stages[head] = names
         channels.append(Channel(head, names[0], 0))
         for i, (stage, config) in enumerate(zip(names, st.configs)):
             lps.append((stage, sites[i], config))
@@ -264,26 +266,57 @@ def build_cluster(spec: ClusterSpec, devices: Mapping[str, WaferSpec | GpuSpec] 
             lps.append((link, sites[i], LinkConfig(_stage_link(spec, sites[i], sites[j]))))
             channels += [Channel(stage, link, 0), Channel(link, names[j] if j else head, 0)]
 
-    lps = _with_faults(spec, lps)
+    lps = _with_faults(spec, lps, replica_stages)
     graph, vocab = _graph(lps, channels)
     return BuiltCluster(graph, vocab, {p.name: stages[p.name].units for p in spec.pipelines})
 
 
-def _with_faults(spec: ClusterSpec, lps: list[tuple[str, str, object]]) -> list[tuple[str, str, object]]:
-    """Each declared fault on the link LP it names (a name that is no link is an error)."""
+def _with_faults(spec: ClusterSpec, lps: list[tuple[str, str, object]],
+                 replica_stages: dict[str, list[str]]) -> list[tuple[str, str, object]]:
+    """Each declared fault on the LPs it hits: a link fault on the link LP it names; a lost
+    device (a wafer or GPU stage by name, or every one at a site) takes its whole replica
+    down at the loss: the frontend and every stage learn the time, the device itself also
+    the fault's name to trace. A name that hits nothing is an error."""
     if not spec.faults:
         return lps
-    links = {name: i for i, (name, _, config) in enumerate(lps) if isinstance(config, LinkConfig)}
+    index = {name: i for i, (name, _, _) in enumerate(lps)}
+    links = [name for name, _, config in lps if isinstance(config, LinkConfig)]
+    devices = [name for name, _, config in lps if getattr(config, "is_device", False)]
     out = list(lps)
+    lost: dict[str, tuple[int, str, str]] = {}  # device -> (loss, fault kind, reason), the earliest
     for i, f in enumerate(spec.faults):
-        if f.target not in links:
+        if f.kind in DEVICE_KINDS:
+            hit = [f.target] if f.target in devices else [] if f.kind == "wafer-lost" else \
+                [d for d in devices if lps[index[d]][1] == f.target]
+            if not hit:
+                what = f"device {f.target!r}; devices" if f.kind == "wafer-lost" else \
+                    f"device at site {f.target!r}; sites with devices"
+                known = devices if f.kind == "wafer-lost" else dict.fromkeys(lps[index[d]][1] for d in devices)
+                raise ConfigError(f"faults[{i}].target: no {what}: {', '.join(known) or 'none'}")
+            at_ps, reason = ps_from_ms(f.at_ms), f"{f.kind.split('-')[0]} {f.target} lost at {f.at_ms:g} ms"
+            for d in hit:
+                if d not in lost or at_ps < lost[d][0]:
+                    lost[d] = (at_ps, f.kind, reason)
+            continue
+        if f.target not in index or f.target not in links:
             raise ConfigError(f"faults[{i}].target: no link {f.target!r}; links: {', '.join(links) or 'none'}")
         try:
-            fault = LinkFault(f.kind, ps_from_ms(f.at_ms), ps_from_ms(f.at_ms + f.for_ms), f.bandwidth)
+            fault = LinkFault(f.kind, ps_from_ms(f.at_ms), ps_from_ms(f.at_ms + f.for_ms), f.bandwidth,
+                              ps_from_ms(f.period_ms))
         except ValueError as exc:
             raise ConfigError(f"faults[{i}]: {exc}") from None
-        name, site, config = out[links[f.target]]
-        out[links[f.target]] = (name, site, replace(config, faults=config.faults + (fault,)))
+        name, site, config = out[index[f.target]]
+        out[index[f.target]] = (name, site, replace(config, faults=config.faults + (fault,)))
+    for head, stages in replica_stages.items():
+        losses = [lost[s] for s in stages if s in lost]
+        if not losses:
+            continue
+        at_ps, _, reason = min(losses)
+        name, site, config = out[index[head]]
+        out[index[head]] = (name, site, replace(config, lost_ps=at_ps, lost_reason=reason))
+        for s in stages:
+            name, site, config = out[index[s]]
+            out[index[s]] = (name, site, replace(config, lost_ps=at_ps, lost_name=lost[s][1] if s in lost else ""))
     return out
 
 

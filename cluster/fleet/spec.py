@@ -105,15 +105,20 @@ class LinksSpec:
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """A fault in the simulated cluster: `link-down` (the link carries nothing from `at_ms`
-    for `for_ms`; transfers wait) or `link-degraded` (it keeps `bandwidth` of its
-    bandwidth). `target` names the link LP, e.g. "link:wafer1->wafer2"."""
+    """A fault in the simulated cluster, from `at_ms` on. On a link (`target` names the link
+    LP, e.g. "link:wafer1->wafer2"), for `for_ms`: `link-down` (it carries nothing;
+    transfers wait), `link-degraded` (it keeps `bandwidth` of its bandwidth), `link-flap`
+    (down for the first half of every `period_ms`). On devices, for good (no `for_ms`):
+    `wafer-lost` (`target` names a wafer or GPU stage LP, e.g. "llama70b-0.wafer1") and
+    `site-lost` (`target` names a datacenter: every device there); the replicas they hold
+    fail their requests, which a router retries on the replicas left."""
 
     kind: str
     target: str
     at_ms: float
-    for_ms: float
+    for_ms: float = 0.0
     bandwidth: float = 1.0
+    period_ms: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,24 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cluster.fleet.spec import ARRIVALS, ROUTER_POLICIES, ClusterSpec, PipelineSpec
+from cluster.fleet.spec import ARRIVALS, ROUTER_POLICIES, ClusterSpec, FaultSpec, PipelineSpec
 from cluster.fleet.toml import element_type, field_types
+from common.checks import (
+    MAX_INT64,
+    MAX_LATENCY_PS,
+    MAX_RATE_PER_S,
+    MAX_REPLICAS,
+    MAX_REQUESTS,
+    MAX_TIME_S,
+    MAX_TIME_SCALE,
+    MAX_TOKENS,
+    MAX_WAFERS,
+    check_number,
+)
 from common.errors import ConfigError
 from gpu.spec import GPU_PRESETS
+from interconnect.faults import DEVICE_KINDS as DEVICE_FAULTS
+from interconnect.faults import KINDS as LINK_FAULTS
 from interconnect.sites import SITES
 from llm.config import resolve_model
 from wafer.model import DETAILS
@@ -26,7 +40,6 @@ from wafer.spec import WAFER_PRESETS
 
 __all__ = ["validate_cluster"]
 
-MAX_REQUESTS = 10_000_000  # a population's requests are made before the run: bound the memory
 
 
 def _fail(path: str, problem: str) -> None:
@@ -79,6 +92,10 @@ def _at_least(path: str, value: float, low: float) -> None:
 def _above(path: str, value: float, low: float) -> None:
     if not value > low:
         _fail(path, f"must be > {low}, got {value!r}")
+
+
+def _at_most(path: str, value: float, high: float, unit: str, why: str = "") -> None:
+    check_number(path, value, high=high, unit=unit, why=why)
 
 
 def _one_of(path: str, value: str, choices: Iterable[str], what: str) -> None:
@@ -139,6 +156,7 @@ def _check_pipelines(spec: ClusterSpec) -> set[str]:
                                   "leave wafers at 1 and stage_sites empty")
         _one_of(f"{at}.dtype", p.dtype, ("fp16", "fp8") if p.device in GPU_PRESETS else ("fp16",), "dtype")
         _at_least(f"{at}.wafers", p.wafers, 1)
+        _at_most(f"{at}.wafers", p.wafers, MAX_WAFERS, "wafers")
         if p.stage_sites and len(p.stage_sites) != p.wafers:
             _fail(f"{at}.stage_sites", f"must be empty or name one site per wafer ({p.wafers}), "
                                        f"got {len(p.stage_sites)}")
@@ -183,9 +201,13 @@ def validate_cluster(spec: ClusterSpec) -> None:
     # Cluster-wide settings.
     _one_of("detail", spec.detail, DETAILS, "detail")
     _at_least("seed", spec.seed, 0)
+    _at_most("seed", spec.seed, MAX_INT64, "", "an int64")
     _at_least("prefill_chunk_tokens", spec.prefill_chunk_tokens, 1)
+    _at_most("prefill_chunk_tokens", spec.prefill_chunk_tokens, MAX_TOKENS, "tokens")
     _at_least("max_active", spec.max_active, 0)
+    _at_most("max_active", spec.max_active, MAX_REQUESTS, "requests")
     _above("time_scale", spec.time_scale, 0)
+    _at_most("time_scale", spec.time_scale, MAX_TIME_SCALE, "", "arrivals stretched further outrun the clock")
     _at_least("slo_ttft_ms", spec.slo_ttft_ms, 0)
     _at_least("slo_tpot_ms", spec.slo_tpot_ms, 0)
     # LinkSpec checks its own ranges when built; finiteness was checked with the types.
@@ -194,6 +216,7 @@ def validate_cluster(spec: ClusterSpec) -> None:
         _above(f"links.{name}.lanes", link.lanes, 0)
         _above(f"links.{name}.lane_bits_per_s", link.lane_bits_per_s, 0)
         _at_least(f"links.{name}.latency_ps", link.latency_ps, 0)
+        _at_most(f"links.{name}.latency_ps", link.latency_ps, MAX_LATENCY_PS, "ps", "one second")
 
     _check_sites(spec)
     served = _check_pipelines(spec)
@@ -202,6 +225,7 @@ def validate_cluster(spec: ClusterSpec) -> None:
     for i, r in enumerate(spec.replicas):
         _one_of(f"replicas[{i}].pipeline", r.pipeline, pipeline_names, "pipeline")
         _at_least(f"replicas[{i}].count", r.count, 1)
+        _at_most(f"replicas[{i}].count", r.count, MAX_REPLICAS, "replicas")
         if not r.sites:
             _fail(f"replicas[{i}].sites", "must name at least one site")
 
@@ -222,21 +246,42 @@ def validate_cluster(spec: ClusterSpec) -> None:
             _at_least(f"{at}.users", u.users, 1)
         _at_least(f"{at}.think_time_s", u.think_time_s, 0)
         _at_least(f"{at}.requests", u.requests, 1)
-        if u.requests > MAX_REQUESTS or u.users > MAX_REQUESTS:
-            _fail(f"{at}.requests", f"at most {MAX_REQUESTS:,} requests and users a population, "
-                                    f"got {max(u.requests, u.users):,}")
+        _at_most(f"{at}.requests", u.requests, MAX_REQUESTS, "requests", "a population's, made before the run")
+        _at_most(f"{at}.users", u.users, MAX_REQUESTS, "users")
+        if u.arrivals in ("poisson", "gamma"):
+            _at_most(f"{at}.rate_per_s", u.rate_per_s, MAX_RATE_PER_S, "requests/s", "one a microsecond")
+        _at_most(f"{at}.burstiness_cv", u.burstiness_cv, 100.0, "")
+        _at_most(f"{at}.think_time_s", u.think_time_s, MAX_TIME_S, "s", "about 11.6 days")
         _at_least(f"{at}.prompt_tokens", u.prompt_tokens, 1)
         _at_least(f"{at}.output_tokens", u.output_tokens, 1)
+        _at_most(f"{at}.prompt_tokens", u.prompt_tokens, MAX_TOKENS, "tokens")
+        _at_most(f"{at}.output_tokens", u.output_tokens, MAX_TOKENS, "tokens")
+        _at_most(f"{at}.sessions", u.sessions, MAX_REQUESTS, "sessions")
         _at_least(f"{at}.sessions", u.sessions, 0)
         model = _model_name(f"{at}.model", u.model)
         if model not in served:
             _fail(f"{at}.model", f"no pipeline serves {model!r}; served: {', '.join(sorted(served))}")
 
     for i, f in enumerate(spec.faults):
-        _one_of(f"faults[{i}].kind", f.kind, ("link-down", "link-degraded"), "fault kind")
-        _at_least(f"faults[{i}].at_ms", f.at_ms, 0)
-        _above(f"faults[{i}].for_ms", f.for_ms, 0)
-        if not 0 < f.bandwidth <= 1:
-            _fail(f"faults[{i}].bandwidth", f"must be in (0, 1], got {f.bandwidth}")
+        _check_fault(f"faults[{i}]", f)
 
     _check_capacity(spec)
+
+
+def _check_fault(at: str, f: FaultSpec) -> None:
+    """One fault's fields; its target is checked where the graph is built."""
+    _one_of(f"{at}.kind", f.kind, LINK_FAULTS + DEVICE_FAULTS, "fault kind")
+    _at_least(f"{at}.at_ms", f.at_ms, 0)
+    if f.kind in DEVICE_FAULTS:
+        if f.for_ms:
+            _fail(f"{at}.for_ms", f"{f.kind} is for good: a lost device stays lost (drop for_ms), got {f.for_ms}")
+        if f.bandwidth != 1 or f.period_ms:
+            _fail(f"{at}", f"{f.kind} takes only target and at_ms")
+        return
+    _above(f"{at}.for_ms", f.for_ms, 0)
+    if not 0 < f.bandwidth <= 1:
+        _fail(f"{at}.bandwidth", f"must be in (0, 1], got {f.bandwidth}")
+    if f.kind == "link-flap":
+        _above(f"{at}.period_ms", f.period_ms, 0)
+    elif f.period_ms:
+        _fail(f"{at}.period_ms", f"only link-flap has a period, not {f.kind}")

@@ -6,7 +6,8 @@ requests with more than one output token; ITL = every gap between consecutive to
 request, all requests pooled; E2E = finish - arrival; queueing = `queue_ps`. Percentiles
 are numpy's linear interpolation, as vLLM computes them. Latencies are over completed
 requests only: a rejected request has no first token, and its fast "no" would flatter
-the figures.
+the figures. A request retried after its replica was lost (device faults) counts from its
+first arrival to the last attempt's tokens: the loss's cost is in its latencies.
 
 Numpy only: a run calls this, and pandas or pyarrow.compute would cost it a fifth of a
 second to import.
@@ -62,6 +63,9 @@ class Requests:
     queue: np.ndarray
     completed: np.ndarray  # bool
     rejected: np.ndarray  # bool
+    failed: np.ndarray  # bool: its replica lost, no other took it
+    attempts: np.ndarray  # replicas it was sent to (1 for a trace from before faults)
+    tokens_lost: np.ndarray  # tokens streamed by attempts a loss cut short
     model: np.ndarray
     user_site: np.ndarray
     replica: np.ndarray
@@ -78,7 +82,9 @@ class Requests:
             queue=_ints(batches, "queue_ps"),
             # A trace from before the status column held completed requests only.
             completed=status == "completed" if has_status else np.ones(len(status), bool),
-            rejected=status == "rejected",
+            rejected=status == "rejected", failed=status == "failed",
+            attempts=np.where((a := _ints(batches, "attempts")) == NULL, 1, a),
+            tokens_lost=np.where((lost := _ints(batches, "tokens_lost")) == NULL, 0, lost),
             model=_strings(batches, "model"), user_site=_strings(batches, "user_site"),
             replica=_strings(batches, "replica"), reason=_strings(batches, "reason"))
 
@@ -214,3 +220,22 @@ def rejections(req: Requests) -> dict[str, int]:
     """Rejected requests by reason ("unknown" where none was recorded)."""
     reasons = [r or "unknown" for r in req.reason[req.rejected].tolist()]
     return {r: reasons.count(r) for r in sorted(set(reasons))}
+
+
+def failures(req: Requests, lat: dict[str, np.ndarray]) -> dict:
+    """What device losses cost: requests failed (by reason) and retried, tokens lost (and of
+    those, the ones streamed again by a retry that completed), and how much longer a retried
+    request took end to end than one served at the first attempt (means; None without both)."""
+    retried = req.attempts > 1
+    first_try, again = lat["e2e"][req.completed & ~retried], lat["e2e"][req.completed & retried]
+    reasons = [r or "unknown" for r in req.reason[req.failed].tolist()]
+    return {
+        "requests_failed": int(req.failed.sum()),
+        "requests_retried": int(retried.sum()),
+        "retries": int((req.attempts - 1).sum()),
+        "tokens_lost": int(req.tokens_lost.sum()),
+        "tokens_recomputed": int(req.tokens_lost[req.completed].sum()),
+        "retry_extra_e2e_ms": float(np.nanmean(again) - np.nanmean(first_try))
+        if len(again) and len(first_try) else None,
+        "failed_by_reason": {r: reasons.count(r) for r in sorted(set(reasons))},
+    }

@@ -67,7 +67,7 @@ def _spans(spans_path: Path, decode_tokens: int) -> dict:
     link_ps_by_lp: dict[str, int] = {}
     busy_ps_by_lp: dict[str, int] = {}
     sram_by_lp: dict[str, list[tuple[np.ndarray, ...]]] = {}
-    end_ps = 0
+    end_ps = dropped = 0
     meta, batches = _read(spans_path)
     for batch in batches:
         if not batch.num_rows:
@@ -75,6 +75,9 @@ def _spans(spans_path: Path, decode_tokens: int) -> dict:
         starts, ends = int_values(batch.column("start_ps")), int_values(batch.column("end_ps"))
         end_ps = max(end_ps, int(ends.max()))
         (kind, kinds), (phase, phases), (lp, lps) = (_codes(batch, c) for c in ("kind", "phase", "lp"))
+        if "fault" in kinds:  # passes and tokens a lost device or its frontend received and dropped
+            name, names = _codes(batch, "name")
+            dropped += int(((kind == _code(kinds, "fault")) & (name == _code(names, "dropped"))).sum())
         on_wire = kind == _code(kinds, "link")
         links = (on_wire | (kind == _code(kinds, "flight"))) & (phase == _code(phases, "decode"))
         # A trace from before "flight" existed has whole transfers as "link": no busy time in it.
@@ -102,6 +105,7 @@ def _spans(spans_path: Path, decode_tokens: int) -> dict:
         "sram_peak_gb": {lp: _peak_concurrent(*map(np.concatenate, zip(*parts))) / 1e9
                          for lp, parts in sorted(sram_by_lp.items())},
         "sim_time_s": end_ps / PS_PER_S,
+        "messages_dropped": dropped,
     }
 
 
@@ -151,6 +155,7 @@ def summarize(spans_path: str | Path, slo_ttft_ms: float | None = None, slo_tpot
         "by_replica": metrics.by_group(req, req.replica, lat, span_ps),
         "replica_utilisation": metrics.replica_utilisation(req, span_ps),
         "rejected_by_reason": metrics.rejections(req),
+        **metrics.failures(req, lat),
         **spans,
         "trace": str(spans_path),
     })
@@ -196,15 +201,18 @@ def _latency_keys(name: str) -> list[str]:
 
 # In print order. The keys of _ALWAYS print as "-" when None (they always did); the other
 # figures are skipped when None, and an SLO of 0 (none) is not printed.
-_KEYS = ["requests_completed", "requests_rejected", "tokens_per_s_per_user", "aggregate_tokens_per_s",
+_KEYS = ["requests_completed", "requests_rejected", "requests_failed", "requests_retried", "tokens_lost",
+         "tokens_recomputed", "retry_extra_e2e_ms", "tokens_per_s_per_user", "aggregate_tokens_per_s",
          *(key for name in ("ttft", "tpot", "itl", "e2e", "queue") for key in _latency_keys(name)),
          "slo_ttft_ms", "slo_tpot_ms", "goodput_requests_per_s", "goodput_fraction",
          "link_ms_per_token", "link_share_of_tpot", "link_busy_share", "sim_time_s",
          "energy_j", "joules_per_token", "avg_power_kw", "usd_per_million_tokens",
-         "backend", "events", "rounds", "messages", "wall_s", "trace"]
+         "backend", "events", "rounds", "round_wall_ms_p50", "messages", "messages_dropped", "wall_s", "trace"]
 _ALWAYS = {"requests_completed", "tokens_per_s_per_user", "aggregate_tokens_per_s", "ttft_ms_p50",
            "ttft_ms_p99", "tpot_ms_p50", "link_ms_per_token", "link_share_of_tpot", "sim_time_s",
            "backend", "events", "rounds", "messages", "wall_s", "trace"}
+# Device-fault figures: printed only when a run had some (a run without faults reads as before).
+_IF_ANY = {"requests_failed", "requests_retried", "tokens_lost", "tokens_recomputed", "messages_dropped"}
 
 
 def format_summary(summary: dict) -> str:
@@ -216,6 +224,8 @@ def format_summary(summary: dict) -> str:
     for key in _KEYS:
         value = summary.get(key)
         shown = key in summary if key in _ALWAYS else value is not None and not (key.startswith("slo_") and not value)
+        shown = shown and (bool(value) or key not in _IF_ANY)
+        shown = shown and (key != "round_wall_ms_p50" or summary.get("backend") == "ray")  # a cost of rounds
         if shown:
             lines.append(f"  {key:<24} {_fmt(value)}")
     for key, title in (("by_model", "by model"), ("by_site", "by user site")):
@@ -223,8 +233,9 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {title}:")
             lines += [_group_line(name, g) for name, g in summary[key].items()]
     lines += _utilisation_lines(summary)
-    if summary.get("rejected_by_reason"):
-        lines.append("  rejected: " + ", ".join(f"{r} {n}" for r, n in summary["rejected_by_reason"].items()))
+    for key, title in (("rejected_by_reason", "rejected"), ("failed_by_reason", "failed")):
+        if summary.get(key):
+            lines.append(f"  {title}: " + ", ".join(f"{r} {n}" for r, n in summary[key].items()))
     for key, title, digits in (("link_ms_per_token_by_link", "link time per decode token (ms)", 4),
                                ("link_busy_share_by_link", "link busy share (wire serialising, of the run)", 4),
                                ("sram_peak_gb", "SRAM peak (GB)", 3)):

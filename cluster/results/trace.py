@@ -35,7 +35,10 @@ SPAN_SCHEMA = pa.schema([
 # ways included); `admitted_ps` when a replica took it. `queue_ps` is time spent waiting for
 # admission (at the router and at the replica), network transit excluded. A rejected
 # request has `status` "rejected", a `reason`, its `finish_ps` (when the user heard) and
-# nulls for what never happened.
+# nulls for what never happened; a "failed" one lost its replica to a device fault and had
+# no other (`reason` says which fault). `attempts`: replicas it was sent to (a router
+# retries a lost request elsewhere); `tokens_lost`: tokens streamed by attempts a loss cut
+# short (generated again; the tokens table keeps only the last attempt's).
 REQUEST_SCHEMA = pa.schema([
     ("request_id", pa.int64()), ("arrival_ps", pa.int64()), ("admitted_ps", pa.int64()),
     ("first_token_ps", pa.int64()), ("finish_ps", pa.int64()), ("prompt_tokens", pa.int32()),
@@ -43,6 +46,7 @@ REQUEST_SCHEMA = pa.schema([
     ("model", _DICT), ("user_site", _DICT), ("replica", _DICT), ("replica_site", _DICT),
     ("session", pa.int64()), ("queue_ps", pa.int64()), ("e2e_ps", pa.int64()), ("tokens", pa.int32()),
     ("status", _DICT), ("reason", _DICT), ("energy_j", pa.float64()),
+    ("attempts", pa.int32()), ("tokens_lost", pa.int32()),
 ])
 
 # One row per output token, when it reached the user: inter-token latencies come from here.

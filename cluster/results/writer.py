@@ -77,11 +77,17 @@ class TraceWriter:
         self.rows += rows
 
     def add(self, lp: str, batch: pa.RecordBatch) -> None:
-        if lp not in self._spools:
-            sink = pa.OSFile(str(self.spool_path(lp)), "wb")
-            self._spools[lp] = pa.ipc.new_stream(sink, SPAN_SCHEMA)
-        self._spools[lp].write_batch(batch)
+        try:
+            if lp not in self._spools:
+                sink = pa.OSFile(str(self.spool_path(lp)), "wb")
+                self._spools[lp] = pa.ipc.new_stream(sink, SPAN_SCHEMA)
+            self._spools[lp].write_batch(batch)
+        except OSError as exc:  # a full disk: name the trace, not a spool file about to vanish
+            raise self._named(exc) from None
         self.rows += batch.num_rows
+
+    def _named(self, exc: OSError) -> OSError:
+        return OSError(exc.errno, exc.strerror or str(exc), str(self.path))
 
     def add_requests(self, batch: pa.RecordBatch) -> None:
         self._requests.append(batch)
@@ -98,7 +104,9 @@ class TraceWriter:
                     self._spools[lp].close()
                 elif lp not in self._adopted:
                     continue
-                with pa.ipc.open_stream(pa.memory_map(str(self.spool_path(lp)))) as reader:
+                # read, not memory-mapped: a mapped spool stays resident as it is read, so the
+                # driver's RSS would grow with the trace (about 80 bytes a row at op detail)
+                with pa.ipc.open_stream(pa.OSFile(str(self.spool_path(lp)), "rb")) as reader:
                     for batch in reader:
                         writer.write_batch(batch)
 
@@ -138,15 +146,25 @@ class TraceWriter:
         req_tmp = self._spool_dir / "requests.arrow"
         tok_tmp = self._spool_dir / "tokens.arrow"
         energy_tmp = self._spool_dir / "energy.arrow"
-        self._write_spans(spans_tmp)
-        self._write_table(req_tmp, REQUEST_SCHEMA, self._requests, ("request_id",), request_energy_j)
-        self._write_table(tok_tmp, TOKEN_SCHEMA, self._tokens, ("request_id", "token"))
-        if energy is not None:
-            self._write_table(energy_tmp, ENERGY_SCHEMA, [energy], ())
-            os.replace(energy_tmp, energy_path(self.path))
-        os.replace(tok_tmp, tokens_path(self.path))
-        os.replace(req_tmp, requests_path(self.path))
-        os.replace(spans_tmp, self.path)
+        placed: list[Path] = []
+        try:
+            self._write_spans(spans_tmp)
+            self._write_table(req_tmp, REQUEST_SCHEMA, self._requests, ("request_id",), request_energy_j)
+            self._write_table(tok_tmp, TOKEN_SCHEMA, self._tokens, ("request_id", "token"))
+            moves = [(tok_tmp, tokens_path(self.path)), (req_tmp, requests_path(self.path)), (spans_tmp, self.path)]
+            if energy is not None:
+                self._write_table(energy_tmp, ENERGY_SCHEMA, [energy], ())
+                moves.insert(0, (energy_tmp, energy_path(self.path)))
+            for tmp, final in moves:
+                os.replace(tmp, final)
+                placed.append(Path(final))
+        except BaseException as exc:  # all four files or none: take back what was already placed
+            for final in placed:
+                final.unlink(missing_ok=True)
+            self.abort()
+            if isinstance(exc, OSError):
+                raise self._named(exc) from None
+            raise
         self.abort()
 
     def abort(self) -> None:

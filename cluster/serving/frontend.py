@@ -8,6 +8,14 @@ wait, first come first served. A prompt enters as chunks of `prefill_chunk_token
 replica may serve several models co-located on its wafers (`Pass.model`).
 Ignores: tokenization, preemption, prefix caching.
 
+A lost replica (`lost_ps`: a device of it lost, a fault declared before the run): the
+frontend stands for the serving host that watches its devices, so it knows the loss the
+instant it happens. At `lost_ps` it fails every request in service or waiting (a router is
+told with `Lost`, and retries elsewhere; its own requests end "failed" with the reason),
+fails every later one on arrival, and drops the tokens still coming back (traced as
+`fault` "dropped"). The timer that wakes it at the loss is armed only while it has
+requests, so a loss after its last request changes nothing, not even the run's end.
+
 Two ways to be fed: with `requests` of its own (a cluster with no router: the users sit
 beside the replica, and this LP records the requests and tokens tables), or by routers,
 which send `RouteRequest`s and get every token back on this LP's port "reply:ROUTER" (the
@@ -16,6 +24,7 @@ users' LP records the tables then).
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -55,6 +64,21 @@ class Reject(NamedTuple):
     reason: str
 
 
+class Lost(NamedTuple):
+    """A request its replica lost (a device failed): to the router, which retries it; from
+    a router with no replica left for it, to the users, where it ends "failed"."""
+
+    request_id: int
+    reason: str
+
+
+class Retry(NamedTuple):
+    """To the users: their request's replica was lost and the router sent it to another;
+    the tokens already streamed are lost and come again from the first."""
+
+    request_id: int
+
+
 @dataclass(frozen=True)
 class KvBudget:
     """What admission by bytes needs: per model, the KV bytes a token takes on each stage;
@@ -81,6 +105,8 @@ class FrontendConfig:
     models: tuple[str, ...] = ("",)  # what `Request.model` names, in `Pass.model` order
     replica: str = "frontend"
     site: str = ""
+    lost_ps: int | None = None  # the replica is lost then (a device of it); None: never
+    lost_reason: str = ""  # what failed requests say
 
     def build(self, env: simpy.Environment, send, tracer: Tracer, ports=None) -> Frontend:
         return Frontend(env, self, send, tracer, ports)
@@ -99,13 +125,20 @@ class Frontend:
         self._active: dict[int, tuple[Request, int, int, object]] = {}  # id -> (request, admitted, queue, reply)
         self._kv_in_use = [0] * len(config.kv.capacity_bytes) if config.kv else []
         self._model_index = {m: i for i, m in enumerate(config.models)}
-        self._record: dict[int, list] = {}  # own requests: id -> [arrival, admitted, first, finish, tokens, reason]
+        # own requests: id -> [arrival, admitted, first, finish, tokens, reason, failed]
+        self._record: dict[int, list] = {}
         self._token_rows: list[tuple[int, int, int]] = []
+        self._loss_timer: simpy.Timeout | None = None  # armed while requests are in: wakes us at the loss
+        if config.lost_ps is not None:
+            self._dropped_template = tracer.template("fault", tracer.name("dropped"))
         if self._arrivals:
             env.process(self._arrive())
 
     def horizon_ps(self) -> int | None:
-        return self._arrivals[0].arrival_ps if self._arrivals else None
+        arrival = self._arrivals[0].arrival_ps if self._arrivals else None
+        if self._loss_timer is None:
+            return arrival
+        return self.config.lost_ps if arrival is None else min(arrival, self.config.lost_ps)
 
     def _arrive(self):
         while self._arrivals:
@@ -113,7 +146,7 @@ class Frontend:
             if req.arrival_ps > self.env.now:
                 yield self.env.timeout(req.arrival_ps - self.env.now)
             self._arrivals.popleft()
-            self._record[req.request_id] = [req.arrival_ps, None, None, None, 0, None]
+            self._record[req.request_id] = [req.arrival_ps, None, None, None, 0, None, False]
             self._take(req, 0, None)
 
     def on_message(self, msg: Message) -> None:
@@ -136,6 +169,9 @@ class Frontend:
 
     def _take(self, req: Request, waited_ps: int, reply) -> None:
         """`reply`: the port back to the router that sent it (None: one of our own)."""
+        if self._is_lost():
+            self._fail(req.request_id, reply)
+            return
         reason = self._never_fits(req)
         if reason is not None:
             self._finish_request(req.request_id, reason)
@@ -144,6 +180,8 @@ class Frontend:
             return
         self._waiting.append((req, self.env.now, waited_ps, reply))
         self._admit()
+        if self.config.lost_ps is not None and self._loss_timer is None:
+            self._arm()
 
     def _fits(self, model: int, tokens: int) -> bool:
         if self.config.max_active and len(self._active) >= self.config.max_active:
@@ -182,7 +220,11 @@ class Frontend:
     # -- tokens ------------------------------------------------------------------------
     def _on_token(self, p: Pass) -> None:
         now = self.env.now
-        req, admitted, queue_ps, reply = self._active[p.request_id]
+        entry = self._active.get(p.request_id)
+        if entry is None:  # its request failed with the replica: received, and dropped
+            self._rows.append((now, now, self._dropped_template, p.request_id, p.token))
+            return
+        req, admitted, queue_ps, reply = entry
         k = p.token + 1
         final = k == req.output_tokens
         if reply is not None:
@@ -205,13 +247,52 @@ class Frontend:
         if req.request_id in self._record:
             self._finish_request(req.request_id, None)
         self._admit()
+        if self._loss_timer is not None and not self._active and not self._waiting:
+            self._disarm()
 
-    def _finish_request(self, request_id: int, reason: str | None) -> None:
+    def _finish_request(self, request_id: int, reason: str | None, failed: bool = False) -> None:
         record = self._record.get(request_id)
         if record is None:
             return
-        record[3], record[5] = self.env.now, reason
+        record[3], record[5], record[6] = self.env.now, reason, failed
         self._rows.append((record[0], self.env.now, self._request_template, request_id, NULL))
+
+    # -- loss --------------------------------------------------------------------------
+    def _is_lost(self) -> bool:
+        return self.config.lost_ps is not None and self.env.now >= self.config.lost_ps
+
+    def _arm(self) -> None:
+        """Wake at the loss, if it is still to come: requests are in and would be cut."""
+        if self.env.now < self.config.lost_ps:
+            self._loss_timer = self.env.timeout(self.config.lost_ps - self.env.now)
+            self._loss_timer.callbacks.append(self._on_loss)
+
+    def _disarm(self) -> None:
+        """Nothing left to cut: take the wake-up back out of the queue (SimPy has no cancel),
+        so that a loss after the last request leaves the run as it was, its end included."""
+        queue, timer = self.env._queue, self._loss_timer
+        self._loss_timer = None
+        for i, entry in enumerate(queue):
+            if entry[3] is timer:
+                queue[i] = queue[-1]
+                queue.pop()
+                heapq.heapify(queue)
+                return
+
+    def _on_loss(self, _event: simpy.Event) -> None:
+        """The replica is lost: fail what is in service, then what waits, in that order."""
+        self._loss_timer = None
+        for req, *_, reply in [*self._active.values(), *self._waiting]:
+            self._fail(req.request_id, reply)
+        self._active.clear()
+        self._waiting.clear()
+        self._kv_in_use = [0] * len(self._kv_in_use)
+
+    def _fail(self, request_id: int, reply) -> None:
+        if reply is not None:
+            reply(Lost(request_id, self.config.lost_reason), self.env.now, TOKEN_ID_BYTES)
+        else:
+            self._finish_request(request_id, self.config.lost_reason, failed=True)
 
     # -- results -----------------------------------------------------------------------
     def finish(self, end_ps: int) -> None:
@@ -239,10 +320,10 @@ class Frontend:
         by_id = {r.request_id: r for r in self.config.requests}
         return requests_table([
             RequestOutcome(by_id[rid], arrival, admitted, first, finish, tokens, reason,
-                           self.config.replica if reason is None else None,
-                           self.config.site if reason is None else None,
-                           None if admitted is None else admitted - arrival)
-            for rid, (arrival, admitted, first, finish, tokens, reason) in self._record.items()])
+                           self.config.replica if reason is None or failed else None,
+                           self.config.site if reason is None or failed else None,
+                           None if admitted is None else admitted - arrival, failed)
+            for rid, (arrival, admitted, first, finish, tokens, reason, failed) in self._record.items()])
 
     def tokens_batch(self) -> pa.RecordBatch | None:
         if not self._record:
@@ -264,6 +345,9 @@ class RequestOutcome(NamedTuple):
     replica: str | None
     replica_site: str | None
     queue_ps: int | None
+    failed: bool = False  # its replica was lost (and no other took it): status "failed"
+    attempts: int = 1  # replicas it was sent to: 1 + the retries after a loss
+    tokens_lost: int = 0  # tokens streamed by the attempts a loss cut short, streamed again
 
 
 def requests_table(outcomes: list[RequestOutcome]) -> pa.RecordBatch:
@@ -278,6 +362,7 @@ def requests_table(outcomes: list[RequestOutcome]) -> pa.RecordBatch:
                      q.model or None, q.user_site or None, o.replica, o.replica_site,
                      None if q.session < 0 else q.session, o.queue_ps,
                      o.finish_ps - o.arrival_ps if done else None, o.tokens,
-                     "completed" if o.reason is None else "rejected", o.reason, None))
+                     "completed" if o.reason is None else "failed" if o.failed else "rejected", o.reason, None,
+                     o.attempts, o.tokens_lost))
     columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in REQUEST_SCHEMA]
     return table_batch(REQUEST_SCHEMA, columns)

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cluster.serving.workload import arrival_times_ps, rng_for
+from common.checks import MAX_INT64, MAX_TIME_S, MAX_TOKENS
 from common.errors import ConfigError
 from common.units import PS_PER_S
 
@@ -34,6 +35,7 @@ COLUMNS = REQUIRED + OPTIONAL
 FORMATS = {".csv": "csv", ".arrow": "arrow", ".feather": "arrow", ".parquet": "parquet"}
 TYPES = {"arrival_s": pa.float64(), "prompt_tokens": pa.int64(), "output_tokens": pa.int64(),
          "user_site": pa.string(), "model": pa.string(), "session": pa.int64()}
+MAX_SESSION = MAX_INT64 // 2  # ids are offset per population and stored as int64
 CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text; no tokenizer is at hand
 
 
@@ -80,6 +82,8 @@ def _check_row(where: str, values: dict, previous_s: float) -> RequestRow:
     arrival = _number(values["arrival_s"])
     if arrival is None or not math.isfinite(arrival) or arrival < 0:
         raise bad("arrival_s", "must be a finite number >= 0")
+    if arrival > MAX_TIME_S:
+        raise bad("arrival_s", f"must be at most {MAX_TIME_S:g} s (about 11.6 days)")
     if arrival < previous_s:
         raise bad("arrival_s", f"must not decrease from row to row (the row before is at {previous_s!r})")
     counts = []
@@ -87,6 +91,8 @@ def _check_row(where: str, values: dict, previous_s: float) -> RequestRow:
         n = _integer(values[column])
         if n is None or n <= 0:
             raise bad(column, "must be a positive integer")
+        if n > MAX_TOKENS:
+            raise bad(column, f"must be at most {MAX_TOKENS:,} tokens")
         counts.append(n)
     for column in ("user_site", "model"):
         if values.get(column) is not None and not isinstance(values[column], str):
@@ -96,6 +102,8 @@ def _check_row(where: str, values: dict, previous_s: float) -> RequestRow:
         session = None
     elif (session := _integer(session)) is None or session < 0:
         raise bad("session", "must be an integer >= 0")
+    elif session > MAX_SESSION:
+        raise bad("session", f"must be at most {MAX_SESSION:,}")
     return RequestRow(arrival, *counts, values.get("user_site") or None, values.get("model") or None, session)
 
 
@@ -163,7 +171,24 @@ def read_request_file(path: str | Path) -> list[RequestRow]:
         raise ConfigError(f"{path}: cannot read as {fmt}: {_first_line(exc)}") from None
     if not rows:
         raise ConfigError(f"{path}: no requests in the file")
+    _check_names(path, rows)
     return rows
+
+
+def _check_names(path: str | Path, rows: Sequence[RequestRow]) -> None:
+    """Each row's model is a preset or a config.json: refused at the first row naming a bad
+    one (its site is checked against the cluster's where it is used)."""
+    from llm.config import resolve_model
+
+    seen: set[str] = set()
+    for n, row in enumerate(rows, 1):
+        if row.model is None or row.model in seen:
+            continue
+        seen.add(row.model)
+        try:
+            resolve_model(row.model)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: row {n}: model: {str(exc).removeprefix('--model: ')}") from None
 
 
 def write_request_file(rows: Sequence[RequestRow], path: str | Path) -> None:

@@ -14,7 +14,12 @@ Policies order the replicas serving the request's model; the first that fits get
   fits and every later one of that model waits for that replica (unless it could never fit
   there: then it goes where it fits, as a first request would).
 Ties are broken by replica order (the cluster description's), never by chance.
-Ignores: health checks, retries, load reports from replicas (the router counts itself).
+A replica that loses a request (`Lost`: a device of it failed) is lost to the router from
+then on: it routes nothing more there, tells the users their request starts again
+(`Retry`: the tokens they had are lost) and puts it back in line, by its first arrival,
+for the replicas left; with none left for its model, it and every later one fail
+(`Lost` to the users). The router learns of a loss only from such a message.
+Ignores: health checks, load reports from replicas (the router counts itself).
 Several routers over one replica each count only what they sent: together they may send
 it more than it has room for, and the excess waits at the replica, not at a router.
 """
@@ -28,7 +33,7 @@ import simpy
 
 from cluster.engine.messages import Message
 from cluster.results.trace import Tracer
-from cluster.serving.frontend import KvBudget, Reject, RouteRequest, Token
+from cluster.serving.frontend import KvBudget, Lost, Reject, Retry, RouteRequest, Token
 from cluster.serving.workload import Request
 from common.errors import ConfigError
 from common.units import NULL
@@ -84,7 +89,9 @@ class Router:
         self._affinity: dict[tuple[str, int], int] = {}  # (model, session) -> replica
         # per model, first come first served: (request, users port, arrived)
         self._waiting: dict[str, deque[tuple[Request, str, int]]] = {m: deque() for m in sorted(self._by_model)}
-        self._routes: dict[int, tuple[str, int, int, int]] = {}  # id -> (users port, replica, model, tokens)
+        # id -> (users port, replica, model, tokens, request, arrived)
+        self._routes: dict[int, tuple[str, int, int, int, Request, int]] = {}
+        self._lost: list[str] = [""] * len(reps)  # per replica: why it is lost ("": it is not)
         order = {"round-robin": self._round_robin, "least-outstanding": self._least_outstanding,
                  "nearest-site": self._nearest, "most-free-kv": self._most_free,
                  "session-affinity": self._affine}
@@ -101,6 +108,8 @@ class Router:
             self._on_request(payload, users_port(msg.src))
         elif isinstance(payload, Token):
             self._on_token(payload)
+        elif isinstance(payload, Lost):
+            self._on_lost(payload)
         else:
             self._on_reject(payload)
 
@@ -108,7 +117,9 @@ class Router:
     def _on_request(self, req: Request, port: str) -> None:
         reason = self._never_fits(req)
         if reason is not None:
-            self._ports[port](Reject(req.request_id, reason), self.env.now, TOKEN_ID_BYTES)
+            # A model whose replicas are all lost fails its requests; else it was never servable.
+            answer = Lost if req.model in self._waiting and not self._by_model[req.model] else Reject
+            self._ports[port](answer(req.request_id, reason), self.env.now, TOKEN_ID_BYTES)
             return
         self._waiting[req.model].append((req, port, self.env.now))
         self._dispatch()
@@ -116,7 +127,9 @@ class Router:
     def _never_fits(self, req: Request) -> str | None:
         candidates = self._by_model.get(req.model)
         if not candidates:
-            return f"no replica serves model {req.model}"
+            lost = [r for r in self._lost if r]
+            return f"every replica serving model {req.model} is lost ({lost[-1]})" \
+                if req.model in self._waiting and lost else f"no replica serves model {req.model}"
         tokens = req.prompt_tokens + req.output_tokens
         reps = self.config.replicas
         best = max(reps[i].kv.max_tokens(reps[i].models.index(req.model)) for i in candidates)
@@ -166,10 +179,11 @@ class Router:
         tokens = req.prompt_tokens + req.output_tokens
         self._kv_in_use[i] = [u + n for u, n in zip(self._kv_in_use[i], r.kv.need(model, tokens))]
         self._outstanding[i] += 1
-        self._routes[req.request_id] = (port, i, model, tokens)
+        self._routes[req.request_id] = (port, i, model, tokens, req, arrived)
         self._cursor[req.model] = i
-        if req.session >= 0:
-            self._affinity.setdefault((req.model, req.session), i)
+        key = (req.model, req.session)
+        if req.session >= 0 and (key not in self._affinity or self._lost[self._affinity[key]]):
+            self._affinity[key] = i  # a session bound to a lost replica binds again
         if now > arrived:
             self._rows.append((arrived, now, self._queue_template, req.request_id, NULL))
         self._ports[replica_port(r.name)](RouteRequest(req, now - arrived), now,
@@ -177,9 +191,9 @@ class Router:
 
     # -- policies: replicas serving the model, best first --------------------------------
     def _round_robin(self, req: Request) -> list[int]:
-        candidates = self._by_model[req.model]
+        candidates = self._by_model[req.model]  # ascending replica indices
         last = self._cursor.get(req.model)
-        start = 0 if last is None else candidates.index(last) + 1
+        start = 0 if last is None else next((k for k, i in enumerate(candidates) if i > last), 0)
         return candidates[start:] + candidates[:start]
 
     def _least_outstanding(self, req: Request) -> list[int]:
@@ -196,12 +210,13 @@ class Router:
 
     def _affine(self, req: Request) -> list[int]:
         bound = self._affinity.get((req.model, req.session)) if req.session >= 0 else None
+        bound = None if bound is not None and self._lost[bound] else bound  # bound again by `_send`
         rest = self._least_outstanding(req)
         return rest if bound is None else [bound] + [i for i in rest if i != bound]
 
     # -- tokens back -------------------------------------------------------------------
     def _on_token(self, token: Token) -> None:
-        port, i, model, tokens = self._routes[token.request_id]
+        port = self._routes[token.request_id][0]
         self._ports[port](token, self.env.now, TOKEN_ID_BYTES)
         if token.final:
             self._release(token.request_id)
@@ -211,12 +226,49 @@ class Router:
         self._ports[port](reject, self.env.now, TOKEN_ID_BYTES)
         self._release(reject.request_id)
 
-    def _release(self, request_id: int) -> None:
-        port, i, model, tokens = self._routes.pop(request_id)
+    def _release(self, request_id: int, dispatch: bool = True) -> None:
+        port, i, model, tokens, _, _ = self._routes.pop(request_id)
         r = self.config.replicas[i]
         self._kv_in_use[i] = [u - n for u, n in zip(self._kv_in_use[i], r.kv.need(model, tokens))]
         self._outstanding[i] -= 1
+        if dispatch:
+            self._dispatch()
+
+    # -- losses ------------------------------------------------------------------------
+    def _on_lost(self, lost: Lost) -> None:
+        """Its replica lost the request: that replica is gone; retry the request elsewhere."""
+        port, i, _, _, req, arrived = self._routes[lost.request_id]
+        self._release(lost.request_id, dispatch=False)
+        if not self._lost[i]:
+            self._lose_replica(i, lost.reason)
+        now = self.env.now
+        reason = self._never_fits(req)  # with the replicas left
+        if reason is None:
+            self._ports[port](Retry(req.request_id), now, TOKEN_ID_BYTES)
+            queue = self._waiting[req.model]
+            at = next((k for k, (q, _, t) in enumerate(queue) if (t, q.request_id) > (arrived, req.request_id)),
+                      len(queue))
+            queue.insert(at, (req, port, arrived))
+        else:
+            self._ports[port](Lost(req.request_id, reason), now, TOKEN_ID_BYTES)
         self._dispatch()
+
+    def _lose_replica(self, i: int, reason: str) -> None:
+        """Route nothing more to replica `i`; what waits and fits no replica left fails."""
+        self._lost[i] = reason or f"replica {self.config.replicas[i].name} lost"
+        for candidates in self._by_model.values():
+            if i in candidates:
+                candidates.remove(i)
+        now = self.env.now
+        for model, queue in self._waiting.items():
+            kept = deque()
+            for req, port, arrived in queue:
+                reason = self._never_fits(req)
+                if reason is None:
+                    kept.append((req, port, arrived))
+                else:
+                    self._ports[port](Lost(req.request_id, reason), now, TOKEN_ID_BYTES)
+            self._waiting[model] = kept
 
     def finish(self, end_ps: int) -> None:
         pass

@@ -6,6 +6,11 @@ run. Closed loop: `users` users each send a request, wait for its last token, th
 an exponential time of mean `think_time_ps` (drawn from the population's own seeded
 stream, in the order completions happen, which is deterministic) and send the next, until
 `requests` have been sent. Times are the user's: the WAN to the router is in them.
+
+A request whose replica is lost comes back as a `Retry` (the router sent it elsewhere): the
+tokens it had are lost, the next ones count again from the first (its first token and
+replica are the new attempt's), and the tokens table keeps only the last attempt's
+tokens. One that no replica can take any more ends as `Lost`: status "failed".
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import simpy
 
 from cluster.engine.messages import Message
 from cluster.results.trace import TOKEN_SCHEMA, Tracer, table_batch
-from cluster.serving.frontend import Reject, RequestOutcome, Token, requests_table
+from cluster.serving.frontend import Lost, Reject, RequestOutcome, Retry, Token, requests_table
 from cluster.serving.router import REQUEST_BYTES_PER_TOKEN
 from cluster.serving.workload import Request, rng_for
 from common.units import NULL
@@ -58,7 +63,8 @@ class Users:
         self._site_of = dict(config.replica_sites)
         self._open = list(config.requests)
         self._next_open = 0
-        self._outcomes: dict[int, list] = {}  # id -> [request, admitted, first, finish, tokens, reason, replica, queue]
+        # id -> [request, admitted, first, finish, tokens, reason, replica, queue, failed, attempts, tokens lost]
+        self._outcomes: dict[int, list] = {}
         self._token_rows: list[tuple[int, int, int]] = []
         self._wakeups: list[tuple[int, int]] = []  # closed loop: (send time, user), a heap
         self._sent = 0
@@ -88,7 +94,7 @@ class Users:
             self._issue(req)
 
     def _issue(self, req: Request) -> None:
-        self._outcomes[req.request_id] = [req, None, None, None, 0, None, None, None]
+        self._outcomes[req.request_id] = [req, None, None, None, 0, None, None, None, False, 1, 0]
         self._sent += 1
         self._send(req, self.env.now, req.prompt_tokens * REQUEST_BYTES_PER_TOKEN)
 
@@ -118,9 +124,16 @@ class Users:
     # -- what comes back ---------------------------------------------------------------
     def on_message(self, msg: Message) -> None:
         payload = msg.payload
-        if isinstance(payload, Reject):
-            self._outcomes[payload.request_id][5] = payload.reason
+        if isinstance(payload, (Reject, Lost)):
+            outcome = self._outcomes[payload.request_id]
+            outcome[5], outcome[8] = payload.reason, isinstance(payload, Lost)
             self._done(payload.request_id)
+            return
+        if isinstance(payload, Retry):  # what it streamed is lost: it starts again elsewhere
+            outcome = self._outcomes[payload.request_id]
+            outcome[10] += outcome[4]
+            outcome[1] = outcome[2] = outcome[6] = outcome[7] = None
+            outcome[4], outcome[9] = 0, outcome[9] + 1
             return
         token: Token = payload
         outcome = self._outcomes[token.request_id]
@@ -158,11 +171,21 @@ class Users:
             return None
         return requests_table([
             RequestOutcome(req, req.arrival_ps, admitted, first, finish, tokens, reason, replica,
-                           self._site_of.get(replica) if replica else None, queue)
-            for req, admitted, first, finish, tokens, reason, replica, queue in self._outcomes.values()])
+                           self._site_of.get(replica) if replica else None, queue, failed, attempts, lost)
+            for req, admitted, first, finish, tokens, reason, replica, queue, failed, attempts, lost
+            in self._outcomes.values()])
 
     def tokens_batch(self) -> pa.RecordBatch | None:
         if not self._outcomes:
             return None
-        return table_batch(TOKEN_SCHEMA, [list(c) for c in zip(*self._token_rows)] if self._token_rows
-                           else [[], [], []])
+        rows = self._token_rows
+        lost = {rid: o[10] for rid, o in self._outcomes.items() if o[10]}
+        if lost:  # a request's first `lost` rows are its cut attempts' (rows are in time order)
+            kept = []
+            for row in rows:
+                if lost.get(row[0]):
+                    lost[row[0]] -= 1
+                else:
+                    kept.append(row)
+            rows = kept
+        return table_batch(TOKEN_SCHEMA, [list(c) for c in zip(*rows)] if rows else [[], [], []])

@@ -20,6 +20,14 @@ def test_outages_and_degradations_compose():
     assert bandwidth_share(down, 10) == 0.5 and bandwidth_share(down, 60) == 1.0
 
 
+def test_a_flap_is_down_for_the_first_half_of_each_period_of_its_window():
+    flap = (LinkFault("link-flap", 100, 350, period_ps=100),)  # down [100,150) [200,250) [300,350)
+    assert [wire_start_ps(flap, t) for t in (99, 100, 149, 150, 199, 230, 320, 350)] == \
+        [99, 150, 150, 150, 199, 250, 350, 350]
+    with pytest.raises(ValueError, match="period"):
+        LinkFault("link-down", 0, 10, period_ps=4)
+
+
 def test_a_link_down_on_the_only_path_delays_the_tokens_by_the_wait(tmp_path):
     """One user, a pipeline with one path: the pass that meets the outage waits for the
     link to come back, and every later token of the request is that much later."""
@@ -77,3 +85,56 @@ def test_the_analytic_tier_refuses_faults():
     proc = run_cli("run", "llama70b_four_wafers", "--fidelity", "analytic", "--fault",
                    f"link-down:{LINK}:at_ms=1:for_ms=2", check=False)
     assert proc.returncode == 2 and "without faults" in proc.stderr
+
+
+def test_a_flapping_link_delays_only_what_crosses_it_and_only_in_its_down_halves(tmp_path):
+    """Down for the first half of every period of the window: a transfer on the flapping
+    link never starts in a down half (one ready then waits for the next up edge); the
+    other links' wire time is the clean run's."""
+    at_ps, for_ps, period_ps = 10 * 10**9, 60 * 10**9, 4 * 10**9
+    run_cli("run", "llama70b_four_wafers", *ONE_USER, "--trace", str(tmp_path / "clean.arrow"))
+    run_cli("run", "llama70b_four_wafers", *ONE_USER, "--fault", f"link-flap:{LINK}:at_ms=10:for_ms=60:period_ms=4",
+            "--trace", str(tmp_path / "flap.arrow"))
+    spans, clean = pd.read_feather(tmp_path / "flap.arrow"), pd.read_feather(tmp_path / "clean.arrow")
+    mine = spans[spans.lp == LINK]
+    starts = mine[mine.kind == "link"].start_ps
+    in_window = starts[(starts >= at_ps) & (starts < at_ps + for_ps)]
+    assert len(in_window) and ((in_window - at_ps) % period_ps >= period_ps // 2).all()
+    waits = mine[mine.kind == "queue"]
+    assert len(waits) and ((waits.end_ps - at_ps) % period_ps == period_ps // 2).all()
+    assert spans[spans.kind == "fault"][["lp", "name", "start_ps", "end_ps"]].astype(str).values.tolist() == \
+        [[LINK, "link-flap", str(at_ps), str(at_ps + for_ps)]]
+    others = spans[(spans.kind == "queue") & (spans.lp.astype(str).str.startswith("link:")) & (spans.lp != LINK)]
+    assert others.empty
+
+    def wire_ps(s):
+        links = s[s.kind == "link"]
+        return (links.end_ps - links.start_ps).groupby(links.lp, observed=True).sum()
+    assert wire_ps(spans).to_dict() == wire_ps(clean).to_dict()
+
+
+def test_a_lost_wafer_with_no_router_fails_its_requests_with_the_reason(tmp_path):
+    summary = run_json("run", "llama70b_four_wafers", "--users", "4", "--output-tokens", "64", "--prompt-tokens",
+                       "64", *ONE_SITE, "--fault", "wafer-lost:wafer2:at_ms=20", "--trace", str(tmp_path / "t.arrow"))
+    req = pd.read_feather(tmp_path / "t.requests.arrow")
+    assert list(req.status) == ["failed"] * 4 and set(req.reason) == {"wafer wafer2 lost at 20 ms"}
+    assert (req.finish_ps == 20 * 10**9).all() and (req.tokens < req.output_tokens).all()
+    assert summary["requests_failed"] == 4 and summary["requests_completed"] == 0
+    spans = pd.read_feather(tmp_path / "t.arrow")
+    assert spans[spans.name == "wafer-lost"].lp.tolist() == ["wafer2"]
+
+
+def test_a_loss_after_the_last_request_finishes_changes_nothing(tmp_path):
+    run_cli("run", "llama70b_four_wafers", *ONE_USER, "--trace", str(tmp_path / "clean.arrow"))
+    run_cli("run", "llama70b_four_wafers", *ONE_USER, "--fault", "wafer-lost:wafer2:at_ms=5000",
+            "--trace", str(tmp_path / "late.arrow"))
+    for table in ("", ".requests", ".tokens"):
+        clean, late = (pd.read_feather(tmp_path / f"{name}{table}.arrow") for name in ("clean", "late"))
+        # Compared by value: the faulty run's name dictionary holds the fault's names, unused.
+        pd.testing.assert_frame_equal(clean.astype(str), late.astype(str))
+
+
+def test_a_lost_wafer_stays_lost(tmp_path):
+    proc = run_cli("run", "llama70b_four_wafers", *ONE_USER, "--fault", "wafer-lost:wafer2:at_ms=1:for_ms=2",
+                   "--trace", str(tmp_path / "t.arrow"), check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "a lost device stays lost" in proc.stderr

@@ -22,16 +22,24 @@ from wafer.spec import CALIBRATION_FILE, WSE3
 
 
 def test_checked_in_calibration_is_the_fit():
-    """The constants in wafer/calibration.json are what `wafersim calibrate` finds today."""
-    stored = json.loads(CALIBRATION_FILE.read_text())["constants"]["sync_cycles_per_hop"]
-    assert WSE3.sync_cycles_per_hop == stored
-    assert fit_wafer()["constants"]["sync_cycles_per_hop"] == pytest.approx(stored, rel=1e-3)
+    """The constants in wafer/calibration.json and gpu/calibration.json are what `wafersim
+    calibrate` finds today, to the digit it writes: the fit is deterministic, so any drift
+    means the model changed under the file. (The presets read these files, so comparing a
+    preset with its file only checks that it reads them; the re-fit is the real check.)"""
+    stored = json.loads(CALIBRATION_FILE.read_text())
+    assert WSE3.sync_cycles_per_hop == stored["constants"]["sync_cycles_per_hop"]  # the preset reads it
+    wafer = fit_wafer()
+    assert wafer["constants"] == stored["constants"]
+
+    # Every input the fit recorded is still the spec's (the fitted one moves; fields added
+    # since, such as power, were not inputs).
+    recorded = {k: v for k, v in stored["fit"]["inputs"].items() if k != "sync_cycles_per_hop"}
+    assert {k: wafer["fit"]["inputs"][k] for k in recorded} == recorded
     stored_gpu = json.loads(GPU_CALIBRATION_FILE.read_text())
-    assert H100.kernel_overhead_s == stored_gpu["constants"]["kernel_overhead_s"]
+    assert H100.kernel_overhead_s == stored_gpu["constants"]["kernel_overhead_s"]  # the preset reads it
     assert H100.allreduce_step_s == stored_gpu["constants"]["allreduce_step_s"]
     gpu = fit_gpu()
-    assert gpu["constants"]["kernel_overhead_s"] == pytest.approx(H100.kernel_overhead_s, rel=1e-3)
-    assert gpu["constants"]["allreduce_step_s"] == pytest.approx(H100.allreduce_step_s, rel=1e-3)
+    assert gpu["constants"] == stored_gpu["constants"]
     assert gpu["fit"]["inputs"] == stored_gpu["fit"]["inputs"]
 
 
@@ -82,6 +90,7 @@ def test_more_users_never_raise_one_users_speed(point):
         (lambda users: gpu_point("llama3.1-70b", gpus=8, users=users))
     speeds = [run_point(make(users))["tokens_per_s_per_user"] for users in (1, 4, 16, 48)]
     assert all(a >= b for a, b in zip(speeds, speeds[1:])), speeds
+    assert speeds[-1] < speeds[0], speeds  # the users count: the check above holds were it ignored
 
 
 def test_doubling_link_bandwidth_never_slows_a_run():
@@ -89,8 +98,9 @@ def test_doubling_link_bandwidth_never_slows_a_run():
     cfg = wafer_point("llama3.1-70b", 4, users=16)
     from dataclasses import replace
     fast = run_point(replace(cfg, link_overrides=(("lane_bits_per_s", 200e9),)))
-    assert fast["tpot_ms_mean"] <= slow["tpot_ms_mean"]
-    assert fast["ttft_ms_p50"] <= slow["ttft_ms_p50"]
+    # Strictly: `<=` would pass were the override ignored.
+    assert fast["tpot_ms_mean"] < slow["tpot_ms_mean"]
+    assert fast["ttft_ms_p50"] < slow["ttft_ms_p50"]
 
 
 def test_validate_prints_every_row_as_json():

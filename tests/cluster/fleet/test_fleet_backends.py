@@ -44,9 +44,14 @@ def reference(tmp_path_factory) -> tuple[dict, list[bytes]]:
 ])
 def test_any_grouping_in_process_gives_the_same_bytes(reference, tmp_path, grouping):
     summary, files = traced(tmp_path, "grouped", **grouping)
-    assert summary["rounds"] > 1
+    assert reference[0]["rounds"] == 1  # one partition
+    assert summary["rounds"] > 1  # the grouping took: several partitions
     assert files == reference[1]
     assert reference[0]["requests_completed"] == 22
+    if "max_window_ps" in grouping:  # the cap took too: the same grouping uncapped runs fewer rounds
+        uncapped, files = traced(tmp_path, "uncapped", lps_per_partition=grouping["lps_per_partition"])
+        assert files == reference[1]
+        assert summary["rounds"] > uncapped["rounds"]
 
 
 @pytest.mark.parametrize("grouping", [{"lps_per_partition": SITE_GROUPS}, {"lps_per_partition": 2}])

@@ -50,7 +50,7 @@ def request_batch(rows: list[tuple] = ROWS) -> pa.RecordBatch:
                "replica_site": None, "session": None, "queue_ps": _ps(queue),
                "e2e_ps": None, "tokens": None, "status": status, "reason": reason, "energy_j": None}
         for name in cols:
-            cols[name].append(row[name])
+            cols[name].append(row.get(name))  # a column added since (attempts, ...): null
     arrays = [pa.array(cols[f.name], pa.string()).dictionary_encode() if pa.types.is_dictionary(f.type)
               else pa.array(cols[f.name], f.type) for f in REQUEST_SCHEMA]
     return pa.record_batch(arrays, schema=REQUEST_SCHEMA)

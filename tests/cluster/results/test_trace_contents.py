@@ -96,6 +96,8 @@ def test_resolved_metadata_rebuilds_every_spec_the_run_used(wan):
     calibration = resolved["calibration"]["wafer/calibration.json"]
     assert calibration["sha256"] == hashlib.sha256(WAFER_CALIBRATION.read_bytes()).hexdigest()
     assert calibration["constants"] == json.loads(WAFER_CALIBRATION.read_text())["constants"]
+    # ... and the spec the run used carries them (the lines above only compare the file with itself)
+    assert {k: device["spec"][k] for k in calibration["constants"]} == calibration["constants"]
     links = {lp: LinkSpec(**spec) for lp, spec in resolved["links"].items()}
     assert set(links) == {f"link:wafer{i}->wafer{(i + 1) % 4}" for i in range(4)}
     assert {spec.lanes for spec in links.values()} == {4}  # the --link override, applied

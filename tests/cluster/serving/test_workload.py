@@ -243,6 +243,9 @@ def test_convert_sharegpt(tmp_path):
     times = arrival_times_ps("poisson", 2, 2.0, 1.0, rng_for(3, "sharegpt"))
     assert [r.arrival_s for r in rows] == [t / PS_PER_S for t in times.tolist()]
     assert convert_sharegpt(tmp_path / "sg.json", 2.0, 3) == rows  # seeded
+    other = convert_sharegpt(tmp_path / "sg.json", 2.0, 4)  # the control: another seed, other arrivals
+    assert [r.arrival_s for r in other] != [r.arrival_s for r in rows]
+    assert [(r.prompt_tokens, r.output_tokens) for r in other] == [(3, 1), (1, 101)]
     (tmp_path / "bad.json").write_text('{"conversations": []}')
     with pytest.raises(ConfigError, match="expected a JSON list"):
         convert_sharegpt(tmp_path / "bad.json", 2.0, 3)
