@@ -4,9 +4,10 @@ Runs the fleet (scenarios.fleet, flags after `--` change it, e.g. `-- --requests
 --detail layer`) in-process and on Ray with about 1, 2, 4, 8 and 16 actors (`--actors`),
 each a cold `wafersim run` command, and prints one JSON object: per row the actors Ray
 got (LPs are grouped per site, so the count is approximate), rounds, round p50 (ms),
-events per actor per round, run time (start-up excluded), start-up, the command's peak
-memory, and the speed-up over in-process. `--weak` adds the weak-scaling line: replicas
-and actors doubled together from `--weak-base` replicas and 1 actor.
+events per actor per round, run time (start-up excluded), start-up, the driver's peak
+memory and the largest actor's, each actor's busy seconds and events, and the speed-up
+over in-process. `--weak` adds the weak-scaling line: replicas and actors doubled
+together from `--weak-base` replicas and 1 actor.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def run(extra: list[str], backend: str, actors: int | None, replicas: int) -> di
             "round_ms_p50": s["round_wall_ms_p50"], "events": s["events"],
             "events_per_actor_per_round": round(s["events"] / got / max(1, s["rounds"])),
             "run_s": round(run_s, 3), "startup_s": round(s.get("ray_startup_s", 0.0), 3),
-            "peak_rss_mb": round(max(peak, before) / 1024, 1)}
+            "peak_rss_mb": round(max(peak, before) / 1024, 1),
+            "actor_peak_rss_mb_max": max(s.get("actor_peak_rss_mb") or [0.0]),
+            "actor_busy_s": s.get("actor_busy_s"), "actor_events": s.get("actor_events")}
 
 
 def main(argv: list[str] | None = None) -> int:

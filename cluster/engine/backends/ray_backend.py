@@ -1,17 +1,20 @@
 """Partitions in Ray actors: `WaferActor` for a partition that holds a wafer,
 `InterconnectActor` for one that holds only links (and the frontend).
 
-A round is one execution of a Ray compiled graph (driver -> every actor -> driver over
-shared-memory channels): each actor gets its call (None when idle) and returns its
-StepResult, now only messages, promises and counts. Trace rows never travel in a round:
-each actor spools its LPs' rows where it runs (into the trace writer's own spool folder
-when it shares the driver's node), and the driver adopts or pulls the spools at the end.
+Ray places, starts and stops the actors; the rounds go over one socket per actor
+(cluster.engine.backends.wire): each called actor gets its pickled call and returns its
+StepResult, only messages, promises and counts; idle ones are not called. Trace rows
+never travel in a round: each actor spools its LPs' rows where it runs (into the trace
+writer's own spool folder when it shares the driver's node), and the driver adopts or
+pulls the spools at the end.
 This is the only module that imports ray.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import resource
 import shutil
 import socket
 import tempfile
@@ -21,14 +24,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from cluster.engine.backends import wire
 from cluster.engine.graph import Graph
 from cluster.engine.messages import Message, StepResult
 from cluster.engine.partition import Partition
 from cluster.results.trace import SPAN_SCHEMA, TraceVocab
 from cluster.results.writer import TraceWriter
-from common.errors import ConfigError, LPFailure, SimError
+from common.errors import ConfigError, LPFailure
 
 NAMESPACE = "wafersim"
 CALL_TIMEOUT_S = 600.0  # a round that takes longer is a hung actor, not a slow one
@@ -59,7 +63,7 @@ class _Spool:
 
 
 class PartitionHost:
-    """What runs inside an actor: one Partition, its spool, and the compiled graph's step."""
+    """What runs inside an actor: one Partition, its spool, and the serving loop."""
 
     def __init__(self, graph: Graph, lp_names: list[str], vocab: TraceVocab,
                  spool_paths: dict[str, str], driver_node: str) -> None:
@@ -70,28 +74,31 @@ class PartitionHost:
             spool_paths = {lp: os.path.join(self._own_dir, os.path.basename(p)) for lp, p in spool_paths.items()}
         self.spool = _Spool(spool_paths)
         self.partition = Partition(graph, lp_names, vocab, trace_sink=self.spool.add)
-        self.busy_s = 0.0  # in step: the actor's share of a round's wall time
+        self.busy_s = 0.0  # simulating, in the rounds: the actor's share of their wall time
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def step(self, call: tuple | None) -> StepResult | None:
-        """("advance", until_ps, inbox), ("finish", end_ps), or None: nothing this round."""
-        if call is None:
-            return None
+    def serve(self, address: tuple[str, int], index: int, token: str) -> None:
+        """Answer the driver's calls over the wire until the finish call (cluster.engine.backends.wire)."""
+        wire.serve(address, index, token, self._step)
+
+    def _step(self, call: tuple) -> tuple[bool, StepResult]:
+        """("advance", until_ps, inbox) or ("finish", end_ps): (whether it was the last, result)."""
         t0 = time.perf_counter()
         if call[0] == "advance":
-            result = self.partition.advance(call[1], call[2])
+            result, last = self.partition.advance(call[1], call[2]), False
         else:
-            result = self.partition.finish(call[1])
+            result, last = self.partition.finish(call[1]), True
             self.spool.close()
         self.busy_s += time.perf_counter() - t0
-        return result
+        return last, result
 
-    def spooled(self) -> tuple[bool, dict[str, int], float, int]:
+    def spooled(self) -> tuple[bool, dict[str, int], float, int, float]:
         """After finish: whether the spools are already in the driver's folder, rows per LP,
-        seconds spent stepping, events run."""
-        return self.on_driver_node, dict(self.spool.rows), self.busy_s, self.partition.events
+        seconds spent stepping, events run, the actor process's peak memory (MB)."""
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KB
+        return self.on_driver_node, dict(self.spool.rows), self.busy_s, self.partition.events, peak_mb
 
     def read_spool(self, lp: str, offset: int, size: int) -> bytes:
         with open(self.spool.paths[lp], "rb") as f:
@@ -117,6 +124,9 @@ def _start_ray(address: str | None) -> bool:
     """Join `address`, or start a local Ray for this run. Returns whether this run
     connected (and so must disconnect, or stop the Ray it started, at the end); a Ray
     the caller already initialized (a test session) is left alone."""
+    if address and address.startswith("ray://"):  # the actors could not call back to a client driver
+        raise ConfigError(f"--address: Ray Client addresses (ray://) are not supported, got {address!r}: "
+                          "run on a node of the cluster and give its HOST:PORT")
     if ray.is_initialized():
         return False
     if address:
@@ -159,6 +169,10 @@ def _check_reachable(address: str) -> None:
         raise ConfigError(f"--address: no Ray answers at {address} ({exc.strerror or exc})") from None
 
 
+def _dumps(value: object) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class RayBackend:
     def __init__(self, graph: Graph, groups: list[list[str]], vocab: TraceVocab, writer: TraceWriter,
                  address: str | None = None, placement: str = "pack") -> None:
@@ -169,10 +183,12 @@ class RayBackend:
         self._started = _start_ray(address)
         self._actors: list = []
         self._labels: list[str] = []
-        self._dag = None
+        self._hub: wire.Hub | None = None
+        self._serving: list = []
         self.pulled_bytes = 0
         self.actor_busy_s: list[float] = []
         self.actor_events: list[int] = []
+        self.actor_peak_rss_mb: list[float] = []
         try:
             sites = {lp.name: lp.datacenter for lp in graph.lps}
             devices = {lp.name for lp in graph.lps if getattr(lp.config, "is_device", False)}
@@ -189,18 +205,20 @@ class RayBackend:
                 self._actors.append(actor)
                 self._labels.append(label)
             self._nodes = self._get({i: a.node_id.remote() for i, a in enumerate(self._actors)})
-            self._dag = self._compile()
+            self._hub = wire.Hub(ray.util.get_node_ip_address(), self._labels, CALL_TIMEOUT_S)
+            self._serving = [a.serve.remote(self._hub.address, i, self._hub.token) for i, a in enumerate(self._actors)]
+            self._hub.accept(self._check_serving)
         except BaseException:
             self.shutdown()
             raise
         self.startup_s = time.perf_counter() - t0
 
-    def _compile(self):
-        from ray.dag import InputNode, MultiOutputNode
-
-        with InputNode() as inp:
-            dag = MultiOutputNode([actor.step.bind(inp[i]) for i, actor in enumerate(self._actors)])
-        return dag.experimental_compile(_submit_timeout=CALL_TIMEOUT_S)
+    def _check_serving(self) -> None:
+        """While the actors connect back: one whose serve call already ended failed to start."""
+        done, _ = ray.wait(self._serving, num_returns=len(self._serving), timeout=0)
+        if done:
+            self._get({self._serving.index(done[0]): done[0]})
+            raise LPFailure(f"ray actor for {self._labels[self._serving.index(done[0])]} stopped before the run")
 
     @staticmethod
     def _placement_options(placement: str, groups: list[list[str]], sites: dict[str, str]) -> list[dict]:
@@ -217,11 +235,11 @@ class RayBackend:
             group_sites = sorted({sites[n] for n in group})
             if len(group_sites) != 1:
                 raise ConfigError(f"--placement by-site: actor {'+'.join(group)} spans sites {group_sites}")
-            resource = f"site:{group_sites[0]}"
-            if resource not in available:
-                raise ConfigError(f"--placement by-site: no Ray node has the resource {resource} "
-                                  f"(start one with: ray start --resources='{{\"{resource}\": 1}}')")
-            options.append({"resources": {resource: 0.001}})
+            site_resource = f"site:{group_sites[0]}"
+            if site_resource not in available:
+                raise ConfigError(f"--placement by-site: no Ray node has the resource {site_resource} "
+                                  f"(start one with: ray start --resources='{{\"{site_resource}\": 1}}')")
+            options.append({"resources": {site_resource: 0.001}})
         return options
 
     def _get(self, refs: dict[int, ray.ObjectRef], timeout_s: float = CALL_TIMEOUT_S) -> dict[int, object]:
@@ -232,21 +250,8 @@ class RayBackend:
             raise self._failure(exc) from None
         return dict(zip(refs, values))
 
-    def _round(self, calls: list[tuple | None]) -> list[StepResult | None]:
-        """One execution of the compiled graph."""
-        try:
-            return ray.get(self._dag.execute(*calls), timeout=CALL_TIMEOUT_S)
-        except RayTaskError as exc:
-            if isinstance(exc.cause, SimError):  # the model's own error, raised in an actor: as is
-                raise exc.cause from None
-            raise self._failure(exc) from None
-        except (RayError, GetTimeoutError) as exc:
-            raise self._failure(exc) from None
-
     def _failure(self, exc: Exception) -> LPFailure:
-        """Name the actor that died (the graph torn down first: a compiled graph holds its
-        actors, so a ping would wait behind it)."""
-        self._teardown()
+        """Name the actor behind a failed plain call: the first whose ping fails."""
         pings = [actor.node_id.remote() for actor in self._actors]
         dead, silent = [], []
         deadline = time.monotonic() + PING_TIMEOUT_S
@@ -266,17 +271,15 @@ class RayBackend:
         return LPFailure(f"ray actor for {named} failed: {type(exc).__name__}")
 
     def advance(self, calls: dict[int, tuple[float, list[Message]]]) -> dict[int, StepResult]:
-        args: list[tuple | None] = [None] * len(self._actors)
-        for p, (until, inbox) in calls.items():
-            args[p] = ("advance", until, inbox)
-        results = self._round(args)
-        return {p: results[p] for p in calls}
+        return self._hub.round({p: _dumps(("advance", until, inbox)) for p, (until, inbox) in calls.items()})
 
     def finish(self, end_ps: int) -> dict[int, StepResult]:
-        results = self._round([("finish", end_ps)] * len(self._actors))
-        self._teardown()
+        call = _dumps(("finish", end_ps))
+        results = self._hub.round({p: call for p in range(len(self._actors))})
+        self._get(dict(enumerate(self._serving)))  # each serve call has returned
+        self._hub.close()
         self._collect_spools()
-        return dict(enumerate(results))
+        return results
 
     def _collect_spools(self) -> None:
         """Hand every actor's spool to the writer: adopted in place when the actor wrote it
@@ -284,7 +287,8 @@ class RayBackend:
         reports = self._get({p: a.spooled.remote() for p, a in enumerate(self._actors)})
         self.actor_busy_s = [reports[p][2] for p in range(len(self._actors))]
         self.actor_events = [reports[p][3] for p in range(len(self._actors))]
-        for p, (on_driver_node, rows, _, _) in reports.items():
+        self.actor_peak_rss_mb = [round(reports[p][4], 1) for p in range(len(self._actors))]
+        for p, (on_driver_node, rows, *_) in reports.items():
             actor = self._actors[p]
             for lp, count in sorted(rows.items()):
                 if not on_driver_node:
@@ -304,21 +308,14 @@ class RayBackend:
     def summary_extra(self) -> dict:
         return {"ray_nodes": len(set(self._nodes.values())), "ray_startup_s": self.startup_s,
                 "ray_shutdown_s": getattr(self, "shutdown_s", 0.0), "ray_actors": len(self._labels),
-                "ray_transport": "compiled-graph", "trace_pulled_bytes": self.pulled_bytes,
+                "ray_transport": "socket", "trace_pulled_bytes": self.pulled_bytes,
                 "actor_busy_s": [round(t, 3) for t in self.actor_busy_s],
-                "actor_events": self.actor_events}
-
-    def _teardown(self) -> None:
-        if self._dag is not None:
-            dag, self._dag = self._dag, None
-            try:
-                dag.teardown()
-            except Exception:  # an actor already dead: what is left to free goes with the kill
-                pass
+                "actor_events": self.actor_events, "actor_peak_rss_mb": self.actor_peak_rss_mb}
 
     def shutdown(self) -> None:
         t0 = time.perf_counter()
-        self._teardown()
+        if self._hub is not None:
+            self._hub.close()  # an actor still serving reads the end of its connection and stops
         for actor in self._actors:
             try:
                 ray.get(actor.drop_spool.remote(), timeout=PING_TIMEOUT_S)
