@@ -57,13 +57,6 @@ def write(tmp_path: Path, text: str, top: str = "") -> Path:
     return path
 
 
-def need_analytic() -> None:
-    """The analytic tier is built alongside: skip until `cluster.analytic.estimate` exists."""
-    module = pytest.importorskip("cluster.analytic")
-    if not hasattr(module, "estimate"):
-        pytest.skip("cluster.analytic has no estimate() yet")
-
-
 def table(out: Path) -> pd.DataFrame:
     return pd.read_parquet(out / "results.parquet")
 
@@ -237,7 +230,6 @@ def test_analytic_points_need_no_ray_and_refuse_refine_on_event(tmp_path):
 
 
 def test_a_thousand_analytic_points(tmp_path):
-    need_analytic()
     spec = write(tmp_path, TINY + """
         [[base.routers]]
         name = "r"
@@ -258,7 +250,6 @@ def test_a_thousand_analytic_points(tmp_path):
 
 
 def test_refine_reruns_picked_points_in_full(ray_cluster, tmp_path):
-    need_analytic()
     sweep = load_sweep(write(tmp_path, TWELVE))
     result = run_sweep(sweep, tmp_path / "out", fidelity="analytic", refine=1)
     df = table(tmp_path / "out")

@@ -138,6 +138,16 @@ def test_same_bytes_in_any_grouping_with_a_lost_wafer(tmp_path):
         assert [(folder / f).read_bytes() for f in FILES] == want, grouping
 
 
+def test_same_bytes_on_ray_with_a_lost_wafer(ray_cluster, tmp_path):
+    """Across two Ray nodes, one actor per site: the retries and drops of the in-process run."""
+    spec = dataclasses.replace(LOST, replicas=(ReplicaSpec("p", 2, (SC, "stockton")),))
+    run_cluster(spec, RunOptions(trace=str(tmp_path / "base" / "x.arrow")))
+    summary = run_cluster(spec, RunOptions(trace=str(tmp_path / "ray" / "x.arrow"), backend="ray",
+                                           lps_per_partition=SITE_GROUPS, backend_options={"placement": "by-site"}))
+    assert summary["ray_nodes"] == 2 and summary["requests_retried"] > 0
+    assert [(tmp_path / "ray" / f).read_bytes() for f in FILES] == [(tmp_path / "base" / f).read_bytes() for f in FILES]
+
+
 def test_faults_in_a_toml_description():
     text = {"faults": [{"kind": "wafer-lost", "target": "p-0.wafer1", "at_ms": 3},
                        {"kind": "link-flap", "target": "link:p-1.wafer0->p-1.wafer1", "at_ms": 1, "for_ms": 4,
