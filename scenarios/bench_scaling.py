@@ -34,11 +34,13 @@ def lps_in_fleet(replicas: int) -> tuple[int, int]:
     return replicas * 9 + eights * 2 + len(DEFAULT.users) + len(DEFAULT.routers), sites
 
 
-def run(extra: list[str], backend: str, actors: int | None, replicas: int) -> dict:
+def run(extra: list[str], backend: str, actors: int | str | None, replicas: int) -> dict:
+    """`actors`: about how many (LPs are cut into groups of equal size, never across a
+    site), or "site": one actor per datacenter."""
     args = ["--replicas", str(replicas), *extra]
     if backend == "ray":
         lps, sites = lps_in_fleet(replicas)
-        per_actor = max(1, math.ceil(lps / max(actors or 1, sites)))  # a group never spans sites
+        per_actor = "site" if actors == "site" else max(1, math.ceil(lps / max(int(actors or 1), sites)))
         args += ["--backend", "ray", "--lps-per-actor", str(per_actor)]
     with tempfile.TemporaryDirectory() as d:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -64,19 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[:argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--actors", default="1,2,4,8,16")
+    p.add_argument("--actors", default="site,4,8,16", help="a comma list of actor counts; 'site': one per datacenter")
     p.add_argument("--replicas", type=int, default=DEFAULT.replicas[0].count)
     p.add_argument("--weak", action="store_true")
     p.add_argument("--weak-base", type=int, default=2)
     args = p.parse_args(own)
     base = run(extra, "inprocess", None, args.replicas)
-    rows = [base] + [run(extra, "ray", int(n), args.replicas) for n in args.actors.split(",")]
+    rows = [base] + [run(extra, "ray", n if n == "site" else int(n), args.replicas) for n in args.actors.split(",")]
     for row in rows:
         row["speedup"] = round(base["run_s"] / row["run_s"], 3) if row["run_s"] else None
     out = {"strong": rows}
     if args.weak:
         weak, n = [], 1
-        while n <= max(int(a) for a in args.actors.split(",")):
+        while n <= max(int(a) for a in args.actors.split(",") if a != "site"):
             weak.append(run(extra, "ray", n, args.weak_base * n))
             n *= 2
         out["weak"] = weak

@@ -142,7 +142,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="inprocess")
     p.add_argument("--lps-per-actor", type=_lps_per_actor, default=None,
                    help="LPs per Ray actor, never across sites; 'site': one actor per datacenter "
-                        "(ray default 1; in-process default: one partition for all)")
+                        "(ray default: site; in-process default: one partition for all)")
     p.add_argument("--max-window-ps", type=int, default=None, help="debug: cap on a round's window")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS or a local Ray)")
     p.add_argument("--placement", choices=("pack", "spread", "by-site"), default=None,
@@ -194,7 +194,7 @@ def run_options(args: argparse.Namespace, name: str, seed: int):
         check_number("--max-window-ps", args.max_window_ps, integer=True, low=1)
     check_trace_path(args.trace)
     trace = Path(args.trace) if args.trace else None
-    lps = args.lps_per_actor if args.lps_per_actor is not None else (1 if args.backend == "ray" else None)
+    lps = args.lps_per_actor if args.lps_per_actor is not None else (SITE_GROUPS if args.backend == "ray" else None)
     return RunOptions(trace=str(trace) if trace else f"traces/{name}-seed{seed}.arrow", backend=args.backend,
                       lps_per_partition=lps, max_window_ps=args.max_window_ps, backend_options=backend_options,
                       prices=Prices(args.price_kwh, args.price_hour), progress=not args.quiet,

@@ -66,8 +66,8 @@ def test_killed_wafer_actor_ends_the_run(ray_cluster, tmp_path):
     """ray.kill on a wafer's actor mid-run: one line naming it, exit 2, no trace, no actors left."""
     trace = tmp_path / "killed.arrow"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scenarios.llama70b_four_wafers", "--backend", "ray", "--address",
-         ray_cluster.address, "--users", "32", "--output-tokens", "400", "--trace", str(trace)],
+        [sys.executable, "-m", "scenarios.llama70b_four_wafers", "--backend", "ray", "--lps-per-actor", "1",
+         "--address", ray_cluster.address, "--users", "32", "--output-tokens", "400", "--trace", str(trace)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     victim = None
