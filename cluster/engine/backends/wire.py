@@ -130,7 +130,10 @@ def serve(address: tuple[str, int], index: int, token: str, step: Callable[[obje
     try:
         last = False
         while not last:
-            call = pickle.loads(recv_frame(sock))
+            try:
+                call = pickle.loads(recv_frame(sock))
+            except ConnectionResetError:  # the driver closed first: the run is over, failed or stopped
+                return
             try:
                 last, result = step(call)
                 reply = _OK + _dumps(result)
