@@ -131,6 +131,7 @@ def _start_ray(address: str | None) -> bool:
         return False
     if address:
         _check_reachable(address)
+        _check_token(address)
         try:
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
         except ConnectionError as exc:
@@ -145,6 +146,40 @@ def _start_ray(address: str | None) -> bool:
 
 
 CONNECT_TIMEOUT_S = 3.0
+
+
+def _check_token(address: str) -> None:
+    """Fail at once when the Ray at `address` refuses this driver's token: ray.init would
+    retry for about 20 s, printing a line a second. One GCS client, stderr muted (Ray's C++
+    logs there); only a plain HOST:PORT, and anything but an authentication error is left
+    to ray.init to report."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        from ray._raylet import GcsClient  # private, so only a probe: ray.init connects for real
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        GcsClient(address=address)
+        refused = False
+    except AuthenticationError:
+        refused = True
+    except Exception:  # not ours to judge
+        refused = False
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    if refused:
+        hint = ("check RAY_AUTH_TOKEN or ~/.ray/auth_token holds the head's token"
+                if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else
+                "set RAY_AUTH_MODE=token and give the head's token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+        raise ConfigError(f"--address: the Ray at {address} uses token authentication and refused this driver: "
+                          f"{hint}")
 
 
 def _auth_hint() -> str:

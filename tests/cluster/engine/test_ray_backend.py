@@ -98,3 +98,20 @@ def test_ray_client_addresses_are_refused(tmp_path):
         run_scenario(config(), RunOptions(trace=str(tmp_path / "t.arrow"), backend="ray",
                                           backend_options={"address": "ray://127.0.0.1:10001"}))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_token_is_one_line_at_once(monkeypatch):
+    """A Ray with token authentication that refuses this driver: one line saying what to
+    set, before ray.init's twenty seconds of retries (checked by hand against `ray start
+    --head` with RAY_AUTH_MODE=token; here the refusal is Ray's own exception, made)."""
+    import ray._raylet
+    from ray.exceptions import AuthenticationError
+
+    from cluster.engine.backends import ray_backend
+
+    def refuse(*args, **kwargs):
+        raise AuthenticationError("RPC error: InvalidAuthToken")
+    monkeypatch.setattr(ray._raylet, "GcsClient", refuse)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(ConfigError, match="uses token authentication and refused this driver: set RAY_AUTH_MODE=token"):
+        ray_backend._check_token("127.0.0.1:6379")
