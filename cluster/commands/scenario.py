@@ -181,7 +181,7 @@ def make_backend(opts: RunOptions, graph: Graph, groups: list[list[str]], vocab:
         return InProcessBackend(graph, groups, vocab, writer, progress)
     if opts.backend == "ray":
         from cluster.engine.backends.ray_backend import RayBackend
-        return RayBackend(graph, groups, vocab, writer, **opts.backend_options)
+        return RayBackend(graph, groups, vocab, writer, progress=progress, **opts.backend_options)
     raise ConfigError(f"--backend: unknown backend {opts.backend!r}")
 
 
@@ -327,25 +327,26 @@ def run_graph(graph: Graph, vocab: TraceVocab, metadata: dict, opts: RunOptions,
         try:
             backend = _start_backend(opts, graph, groups, vocab, writer, tell)
             rearm()  # Ray's start put its own SIGTERM handler in place
-            watchdog.watch_backend(backend, reports_within_calls=opts.backend == "inprocess")
+            watchdog.watch_backend(backend, reports_within_calls=True)  # Ray actors report during calls too
             watchdog.start()
             setup_s = time.perf_counter() - wall0
             engine = Engine(graph, groups, backend, writer, opts.max_window_ps)
             stats = engine.run(tell if opts.backend != "inprocess" else None)
             watchdog.stop()
             energies = energy_by_lp(graph.lps, engine.activity, stats.end_ps)
+            backend.shutdown()  # before the files appear: a signal during Ray's stop leaves none
             writer.commit(energy_batch(energies), request_energy_j(energies))
         except BaseException:
             watchdog.stop()
+            if backend is not None:
+                backend.shutdown()  # first: no actor still writes into the spool folder being removed
             writer.abort()
             raise
         finally:
             progress.close()
-            if backend is not None:
-                backend.shutdown()
             if sys.exc_info()[0] is not None:
                 # the exception's traceback keeps this frame: let it not keep Ray's objects alive
-                # to the interpreter's exit, where freeing a compiled graph after Ray's shutdown crashes
+                # to the interpreter's exit
                 backend = engine = None  # noqa: F841
     summary = summarize(opts.trace)
     try:

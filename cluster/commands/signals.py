@@ -58,10 +58,6 @@ class Watchdog:
         self.next_ps: dict[int, int | None] = {}  # partition -> its next event, after its last call
         self.running: tuple[list[str], int] | None = None  # the partition interrupted mid-events, its now
         self.paused = False  # a remote call that cannot report progress until it returns
-        # A signal during a remote round waits for the round to return (milliseconds): a Ray
-        # compiled graph interrupted mid-read crashes the interpreter's exit after cleanup.
-        self.in_remote_call = False
-        self.deferred: int | None = None
         self._last = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,14 +78,7 @@ class Watchdog:
         def watched(calls):
             self.due = {p: until for p, (until, _) in calls.items()}
             self.paused = not reports_within_calls and any(u == float("inf") for u in self.due.values())
-            self.in_remote_call = not reports_within_calls
-            try:
-                results = advance(calls)
-            finally:
-                self.in_remote_call = False
-                if self.deferred is not None:  # a signal that came during the call: it takes effect now
-                    signum, self.deferred = self.deferred, None
-                    signal.raise_signal(signum)
+            results = advance(calls)
             if self.paused:  # the unwatched call counts as progress: the clock restarts from its end
                 self.paused, self._last = False, time.monotonic()
             self.next_ps.update({p: r.next_event_ps for p, r in results.items()})
@@ -170,9 +159,6 @@ def stop_on_signals(watchdog: Watchdog | None = None, label: str = "") -> Iterat
     def handler(signum: int, frame) -> None:
         if stopping:
             return  # the first signal's cleanup is running: let it finish
-        if watchdog is not None and watchdog.in_remote_call and not watchdog.fired and watchdog.deferred is None:
-            watchdog.deferred = signum  # raised again when the round returns; a second signal is not deferred
-            return
         stopping.append(signum)
         if watchdog is not None and watchdog.fired:
             watchdog.caught_in(frame)

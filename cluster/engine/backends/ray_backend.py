@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.engine.backends import wire
 from cluster.engine.graph import Graph
@@ -66,33 +67,43 @@ class PartitionHost:
     """What runs inside an actor: one Partition, its spool, and the serving loop."""
 
     def __init__(self, graph: Graph, lp_names: list[str], vocab: TraceVocab,
-                 spool_paths: dict[str, str], driver_node: str) -> None:
+                 spool_paths: dict[str, str], driver_node: str, own_dir_name: str) -> None:
         self.on_driver_node = self.node_id() == driver_node
         self._own_dir = None
         if not self.on_driver_node:  # the driver's folder is not on this machine
-            self._own_dir = tempfile.mkdtemp(prefix="wafersim-spool-")
+            self._own_dir = _own_spool_dir(own_dir_name)
+            os.makedirs(self._own_dir)
             spool_paths = {lp: os.path.join(self._own_dir, os.path.basename(p)) for lp, p in spool_paths.items()}
         self.spool = _Spool(spool_paths)
-        self.partition = Partition(graph, lp_names, vocab, trace_sink=self.spool.add)
+        self._report = None  # during a call: tells the driver the simulated time (wire.serve)
+        self.partition = Partition(graph, lp_names, vocab, trace_sink=self.spool.add, progress=self._progress)
         self.busy_s = 0.0  # simulating, in the rounds: the actor's share of their wall time
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def serve(self, address: tuple[str, int], index: int, token: str) -> None:
+    def serve(self, address: tuple[str, int], index: int, token: str, label: str) -> None:
         """Answer the driver's calls over the wire until the finish call (cluster.engine.backends.wire)."""
-        wire.serve(address, index, token, self._step)
+        wire.serve(address, index, token, label, self._step)
 
-    def _step(self, call: tuple) -> tuple[bool, StepResult]:
+    def _step(self, call: tuple, report) -> tuple[bool, StepResult]:
         """("advance", until_ps, inbox) or ("finish", end_ps): (whether it was the last, result)."""
         t0 = time.perf_counter()
-        if call[0] == "advance":
-            result, last = self.partition.advance(call[1], call[2]), False
-        else:
-            result, last = self.partition.finish(call[1]), True
-            self.spool.close()
+        self._report = report
+        try:
+            if call[0] == "advance":
+                result, last = self.partition.advance(call[1], call[2]), False
+            else:
+                result, last = self.partition.finish(call[1]), True
+                self.spool.close()
+        finally:
+            self._report = None
         self.busy_s += time.perf_counter() - t0
         return last, result
+
+    def _progress(self, now_ps: int, events: int) -> None:
+        if self._report is not None:
+            self._report(now_ps)
 
     def spooled(self) -> tuple[bool, dict[str, int], float, int, float]:
         """After finish: whether the spools are already in the driver's folder, rows per LP,
@@ -108,6 +119,17 @@ class PartitionHost:
     def drop_spool(self) -> None:
         if self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
+
+
+def _own_spool_dir(name: str) -> str:
+    """Where an actor on another node than the driver's spools: named by the driver, so
+    that the folder of an actor that died can still be found and removed."""
+    return os.path.join(tempfile.gettempdir(), name)
+
+
+@ray.remote(num_cpus=0)
+def _remove_spool_dir(name: str) -> None:
+    shutil.rmtree(_own_spool_dir(name), ignore_errors=True)
 
 
 @ray.remote(num_cpus=0)
@@ -210,7 +232,9 @@ def _dumps(value: object) -> bytes:
 
 class RayBackend:
     def __init__(self, graph: Graph, groups: list[list[str]], vocab: TraceVocab, writer: TraceWriter,
-                 address: str | None = None, placement: str = "pack") -> None:
+                 address: str | None = None, placement: str = "pack", progress=None) -> None:
+        """`progress(now_ps, events)`: told the simulated time during long calls (events 0:
+        the engine counts them after each round)."""
         if placement not in PLACEMENTS:
             raise ConfigError(f"--placement: must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         t0 = time.perf_counter()
@@ -231,17 +255,21 @@ class RayBackend:
             driver_node = ray.get_runtime_context().get_node_id()
             run_id = uuid.uuid4().hex[:8]
             graph_ref = ray.put(graph)  # pickled once, not once per actor
-            for group, opts in zip(groups, options):
+            self._driver_node = driver_node
+            self._dir_names = [f"wafersim-spool-{run_id}-{p}" for p in range(len(groups))]
+            for group, opts, dir_name in zip(groups, options, self._dir_names):
                 cls = WaferActor if devices.intersection(group) else InterconnectActor
                 label = "+".join(group)
                 paths = {lp: str(writer.spool_path(lp)) for lp in group}
                 actor = cls.options(name=f"{run_id}:{label}", **opts).remote(graph_ref, group, vocab, paths,
-                                                                             driver_node)
+                                                                             driver_node, dir_name)
                 self._actors.append(actor)
                 self._labels.append(label)
             self._nodes = self._get({i: a.node_id.remote() for i, a in enumerate(self._actors)})
-            self._hub = wire.Hub(ray.util.get_node_ip_address(), self._labels, CALL_TIMEOUT_S)
-            self._serving = [a.serve.remote(self._hub.address, i, self._hub.token) for i, a in enumerate(self._actors)]
+            tell = None if progress is None else (lambda now_ps: progress(now_ps, 0))
+            self._hub = wire.Hub(ray.util.get_node_ip_address(), self._labels, CALL_TIMEOUT_S, tell)
+            self._serving = [a.serve.remote(self._hub.address, i, self._hub.token, self._labels[i])
+                             for i, a in enumerate(self._actors)]
             self._hub.accept(self._check_serving)
         except BaseException:
             self.shutdown()
@@ -249,11 +277,21 @@ class RayBackend:
         self.startup_s = time.perf_counter() - t0
 
     def _check_serving(self) -> None:
-        """While the actors connect back: one whose serve call already ended failed to start."""
+        """While the actors connect back: one whose serve call already ended failed to start
+        (named with Ray's reason: the others, serving, could not answer a ping)."""
         done, _ = ray.wait(self._serving, num_returns=len(self._serving), timeout=0)
-        if done:
-            self._get({self._serving.index(done[0]): done[0]})
-            raise LPFailure(f"ray actor for {self._labels[self._serving.index(done[0])]} stopped before the run")
+        if not done:
+            return
+        p = self._serving.index(done[0])
+        try:
+            ray.get(done[0], timeout=0)
+            why = "it stopped"
+        except RayTaskError as exc:
+            why = f"{type(exc.cause).__name__}: {exc.cause}"
+        except RayError as exc:
+            why = type(exc).__name__
+        raise LPFailure(f"ray actor for {self._labels[p]} could not serve the driver at "
+                        f"{self._hub.address[0]}:{self._hub.address[1]} ({' '.join(why.split())})")
 
     @staticmethod
     def _placement_options(placement: str, groups: list[list[str]], sites: dict[str, str]) -> list[dict]:
@@ -278,10 +316,17 @@ class RayBackend:
         return options
 
     def _get(self, refs: dict[int, ray.ObjectRef], timeout_s: float = CALL_TIMEOUT_S) -> dict[int, object]:
-        """Wait for plain actor calls; a dead actor ends the run with its name."""
+        """Wait for plain actor calls (keyed by actor); a dead actor ends the run with its name."""
         try:
             values = ray.get(list(refs.values()), timeout=timeout_s)
         except (RayActorError, RayTaskError, GetTimeoutError) as exc:
+            for p, ref in refs.items():  # the failed call names its actor
+                try:
+                    ray.get(ref, timeout=0)
+                except (RayActorError, RayTaskError) as failed:
+                    raise LPFailure(f"ray actor for {self._labels[p]} failed: {type(failed).__name__}") from None
+                except GetTimeoutError:
+                    continue
             raise self._failure(exc) from None
         return dict(zip(refs, values))
 
@@ -327,15 +372,16 @@ class RayBackend:
             actor = self._actors[p]
             for lp, count in sorted(rows.items()):
                 if not on_driver_node:
-                    self._pull(actor, lp, self._writer.spool_path(lp))
+                    self._pull(p, lp, self._writer.spool_path(lp))
                 self._writer.adopt(lp, count)
             if not on_driver_node:
                 self._get({p: actor.drop_spool.remote()})
 
-    def _pull(self, actor, lp: str, path: Path) -> None:
+    def _pull(self, p: int, lp: str, path: Path) -> None:
+        actor = self._actors[p]
         offset = 0
         with open(path, "wb") as out:
-            while chunk := self._get({0: actor.read_spool.remote(lp, offset, PULL_CHUNK_BYTES)})[0]:
+            while chunk := self._get({p: actor.read_spool.remote(lp, offset, PULL_CHUNK_BYTES)})[p]:
                 out.write(chunk)
                 offset += len(chunk)
         self.pulled_bytes += offset
@@ -348,19 +394,25 @@ class RayBackend:
                 "actor_events": self.actor_events, "actor_peak_rss_mb": self.actor_peak_rss_mb}
 
     def shutdown(self) -> None:
+        """Stop the actors (and the Ray this run started); a second call does nothing."""
+        if getattr(self, "_shut", False):
+            return
+        self._shut = True
         t0 = time.perf_counter()
         if self._hub is not None:
             self._hub.close()  # an actor still serving reads the end of its connection and stops
         for actor in self._actors:
             try:
-                ray.get(actor.drop_spool.remote(), timeout=PING_TIMEOUT_S)
-            except Exception:  # dead already: its temporary folder goes with its node's session
-                pass
-            try:
                 ray.kill(actor)
             except Exception:  # already dead: nothing to clean
                 pass
         self._actors = []
+        # the spool folders of actors on other nodes, dead or alive: a task on each such node
+        nodes = getattr(self, "_nodes", {})
+        removals = [_remove_spool_dir.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                    .remote(self._dir_names[p]) for p, node in sorted(nodes.items()) if node != self._driver_node]
+        if removals:
+            ray.wait(removals, num_returns=len(removals), timeout=PING_TIMEOUT_S)
         if self._started and ray.is_initialized():
             ray.shutdown()
         self.shutdown_s = time.perf_counter() - t0

@@ -12,17 +12,23 @@ closed socket: the driver knows at once which one.
 
 from __future__ import annotations
 
+import hmac
 import pickle
 import secrets
+import selectors
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 from common.errors import LPFailure, SimError
 
 _LENGTH = struct.Struct("!Q")
-_OK, _ERROR = b"\x00", b"\x01"
+_HELLO = struct.Struct("!I32s")  # an actor's first bytes: its index and the run's token, raw (never unpickled)
+_OK, _ERROR, _PROGRESS = b"\x00", b"\x01", b"\x02"
 ACCEPT_TIMEOUT_S = 120.0  # every actor connects back within this, or the start fails
+HELLO_TIMEOUT_S = 5.0  # a connection that does not say who it is in this long is dropped
+PROGRESS_EVERY_S = 0.5  # an actor in a long call tells the driver its simulated time this often
 
 
 def send_frame(sock: socket.socket, blob: bytes) -> None:
@@ -56,51 +62,81 @@ def _dumps(value: object) -> bytes:
 
 class Hub:
     """The driver's end: a listening socket the actors connect back to, then one socket
-    each. `labels` name the actors in errors."""
+    each. `labels` name the actors in errors; `on_progress(now_ps)` hears an actor's
+    simulated time during a long call (the progress bar and the watchdog)."""
 
-    def __init__(self, host: str, labels: list[str], call_timeout_s: float) -> None:
+    def __init__(self, host: str, labels: list[str], call_timeout_s: float,
+                 on_progress: Callable[[int], None] | None = None) -> None:
         self.labels = labels
-        self.token = secrets.token_hex(16)  # an actor proves it is this run's
-        self._server = socket.create_server((host, 0))
+        self.token = secrets.token_hex(16)  # 32 characters: an actor proves it is this run's
+        self._server: socket.socket | None = socket.create_server((host, 0))
         self.address = (host, self._server.getsockname()[1])
         self._socks: list[socket.socket | None] = [None] * len(labels)
         self._call_timeout_s = call_timeout_s
+        self._on_progress = on_progress
 
     def accept(self, still_starting: Callable[[], None]) -> None:
-        """Wait for every actor to connect; `still_starting` raises if one died first."""
+        """Wait for every actor to connect; `still_starting` raises if one died first.
+        Whatever else connects (a port scan, a stranger) is dropped without a word."""
         self._server.settimeout(1.0)
-        waited = 0.0
+        deadline = time.monotonic() + ACCEPT_TIMEOUT_S
         while any(s is None for s in self._socks):
             try:
                 conn, _ = self._server.accept()
             except TimeoutError:
-                waited += 1.0
                 still_starting()
-                if waited >= ACCEPT_TIMEOUT_S:
+                if time.monotonic() > deadline:
                     missing = [lb for lb, s in zip(self.labels, self._socks) if s is None]
                     raise LPFailure(f"ray actor for {missing[0]} never connected back to the driver "
                                     f"({self.address[0]}:{self.address[1]})") from None
                 continue
-            conn.settimeout(self._call_timeout_s)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            index, token = pickle.loads(recv_frame(conn))
-            if token != self.token or not 0 <= index < len(self._socks) or self._socks[index] is not None:
+            index = self._hello(conn)
+            if index is None:
                 conn.close()
                 continue
+            conn.settimeout(self._call_timeout_s)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._socks[index] = conn
+        self._server.close()  # nobody else connects to this run
+        self._server = None
+
+    def _hello(self, conn: socket.socket) -> int | None:
+        try:
+            conn.settimeout(HELLO_TIMEOUT_S)
+            index, token = _HELLO.unpack(_recv_exact(conn, _HELLO.size))
+        except (OSError, struct.error):
+            return None
+        if not hmac.compare_digest(token, self.token.encode()) or not 0 <= index < len(self._socks) \
+                or self._socks[index] is not None:
+            return None
+        return index
 
     def round(self, calls: dict[int, bytes]) -> dict[int, object]:
-        """Send each called actor its pickled call; gather the replies (the round lasts
-        as long as the slowest)."""
+        """Send each called actor its pickled call; gather the replies as they come (a
+        dead actor is named as soon as its socket closes, not after the slow ones)."""
         for p, blob in calls.items():
             self._io(p, send_frame, blob)
-        return {p: self._reply(p) for p in calls}
-
-    def _reply(self, p: int) -> object:
-        frame = self._io(p, recv_frame)
-        if frame[:1] == _ERROR:
-            raise pickle.loads(frame[1:])
-        return pickle.loads(frame[1:])
+        replies: dict[int, object] = {}
+        with selectors.DefaultSelector() as selector:
+            for p in calls:
+                selector.register(self._socks[p], selectors.EVENT_READ, p)
+            while len(replies) < len(calls):
+                ready = selector.select(timeout=self._call_timeout_s)
+                if not ready:
+                    waiting = [self.labels[p] for p in calls if p not in replies]
+                    raise LPFailure(f"ray actor for {waiting[0]} failed: no reply in {self._call_timeout_s:.0f} s")
+                for key, _ in ready:
+                    p = key.data
+                    frame = self._io(p, recv_frame)
+                    if frame[:1] == _PROGRESS:
+                        if self._on_progress is not None:
+                            self._on_progress(_LENGTH.unpack(frame[1:])[0])
+                        continue
+                    selector.unregister(key.fileobj)
+                    if frame[:1] == _ERROR:
+                        raise pickle.loads(frame[1:])
+                    replies[p] = pickle.loads(frame[1:])
+        return replies
 
     def _io(self, p: int, op, *args):
         try:
@@ -117,30 +153,52 @@ class Hub:
             if sock is not None:
                 sock.close()
         self._socks = [None] * len(self._socks)
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
 
-def serve(address: tuple[str, int], index: int, token: str, step: Callable[[object], tuple[bool, object]]) -> None:
-    """The actor's end: connect back, then answer calls until `step` says it was the last.
-    `step(call) -> (last, result)`. A model error goes back to the driver as itself."""
+def serve(address: tuple[str, int], index: int, token: str, label: str,
+          step: Callable[[object, Callable[[int], None]], tuple[bool, object]]) -> None:
+    """The actor's end: connect back, then answer calls until `step` says it was the last
+    or the driver goes away. `step(call, report) -> (last, result)`; `report(now_ps)`
+    tells the driver the simulated time during a long call (sent at most every
+    PROGRESS_EVERY_S). A model error goes back to the driver as itself."""
     sock = socket.create_connection(address, timeout=30.0)
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    send_frame(sock, _dumps((index, token)))
+    sock.sendall(_HELLO.pack(index, token.encode()))
+    last_report = [time.monotonic()]
+
+    def report(now_ps: int) -> None:
+        if time.monotonic() - last_report[0] >= PROGRESS_EVERY_S:
+            last_report[0] = time.monotonic()
+            send_frame(sock, _PROGRESS + _LENGTH.pack(now_ps))
+
     try:
         last = False
         while not last:
+            call = pickle.loads(recv_frame(sock))
             try:
-                call = pickle.loads(recv_frame(sock))
-            except ConnectionResetError:  # the driver closed first: the run is over, failed or stopped
-                return
-            try:
-                last, result = step(call)
+                last, result = step(call, report)
                 reply = _OK + _dumps(result)
             except SimError as exc:
-                last, reply = True, _ERROR + _dumps(exc)
-            except Exception as exc:  # not every exception pickles: its type and text do
-                last, reply = True, _ERROR + _dumps(LPFailure(f"actor {index}: {type(exc).__name__}: {exc}"))
+                last, reply = True, _error(exc, label)
+            except (ConnectionError, BrokenPipeError):
+                raise
+            except Exception as exc:
+                last, reply = True, _error(LPFailure(f"ray actor for {label} failed: {type(exc).__name__}: {exc}"),
+                                           label)
             send_frame(sock, reply)
+    except (ConnectionError, BrokenPipeError):  # the driver went first: the run is over, failed or stopped
+        return
     finally:
         sock.close()
+
+
+def _error(exc: Exception, label: str) -> bytes:
+    """An error frame: the exception itself, or (if it does not pickle) an LPFailure with its text."""
+    try:
+        return _ERROR + _dumps(exc)
+    except Exception:
+        return _ERROR + _dumps(LPFailure(f"ray actor for {label} failed: {type(exc).__name__}: {exc}"))

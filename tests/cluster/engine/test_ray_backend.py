@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -67,7 +69,8 @@ def test_killed_wafer_actor_ends_the_run(ray_cluster, tmp_path):
     trace = tmp_path / "killed.arrow"
     proc = subprocess.Popen(
         [sys.executable, "-m", "scenarios.llama70b_four_wafers", "--backend", "ray", "--lps-per-actor", "1",
-         "--address", ray_cluster.address, "--users", "32", "--output-tokens", "400", "--trace", str(trace)],
+         "--address", ray_cluster.address, "--placement", "by-site", "--sites", "santa-clara*2,stockton*2",
+         "--users", "32", "--output-tokens", "400", "--trace", str(trace)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     victim = None
@@ -77,6 +80,11 @@ def test_killed_wafer_actor_ends_the_run(ray_cluster, tmp_path):
         victim = names[0] if names else None
         time.sleep(0.2)
     assert victim, "the run never created wafer2's actor"
+    run_id = victim.split(":")[0]
+    spools = Path(tempfile.gettempdir()).glob
+    while not list(spools(f"wafersim-spool-{run_id}-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the Stockton actors are up (their spool folders made): the rounds run
+    assert list(spools(f"wafersim-spool-{run_id}-*")), "the Stockton actors never started"
     time.sleep(1.0)  # let it get going
     killed_at = time.monotonic()
     ray.kill(ray.get_actor(victim, namespace="wafersim"))
@@ -86,10 +94,11 @@ def test_killed_wafer_actor_ends_the_run(ray_cluster, tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "wafer2" in lines[0], err
     assert list(tmp_path.iterdir()) == []
-    run_id = victim.split(":")[0]
     time.sleep(1.0)
     left = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(run_id)]
     assert left == []
+    # the killed actor (on the Stockton node) never dropped its spool folder: the driver's task there did
+    assert list(Path(tempfile.gettempdir()).glob(f"wafersim-spool-{run_id}-*")) == []
 
 
 def test_ray_client_addresses_are_refused(tmp_path):
