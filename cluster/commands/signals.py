@@ -85,6 +85,15 @@ class Watchdog:
             self.due = {}
             return results
         backend.advance = watched
+        finish = backend.finish
+
+        def finishing(end_ps):  # simulated time is over: gathering the tables and spools is not a stall
+            self.paused = True
+            try:
+                return finish(end_ps)
+            finally:
+                self.paused, self._last = False, time.monotonic()
+        backend.finish = finishing
 
     def start(self) -> None:
         if self.limit_s is None or threading.current_thread() is not threading.main_thread():

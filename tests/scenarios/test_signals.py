@@ -282,3 +282,22 @@ def test_the_end_bound_covers_what_a_run_takes(tmp_path):
     clean = replace(faulty, faults=())
     # 100 ms at half the bandwidth can stretch what crosses it to 200 ms
     assert workload_end_bound_ps(faulty.to_cluster()) == workload_end_bound_ps(clean.to_cluster()) + 200 * 10**9
+
+
+def test_the_watchdog_does_not_count_the_finish_as_a_stall():
+    """Gathering the tables and pulling spools at the end moves no simulated time: however
+    long it takes, it is not a hang."""
+    from cluster.commands.signals import Watchdog
+
+    class SlowFinish:
+        def advance(self, calls):
+            return {}
+
+        def finish(self, end_ps):
+            assert dog.paused  # while it runs, the watchdog does not judge
+            return {}
+    dog = Watchdog(0.1, [["a"]])
+    backend = SlowFinish()
+    dog.watch_backend(backend, reports_within_calls=True)
+    backend.finish(0)
+    assert not dog.paused
