@@ -112,6 +112,9 @@ def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> 
         p.add_argument("--sites", default=defaults.sites,
                        help="comma list, one datacenter per wafer; NAME*N for N wafers in NAME")
         p.add_argument("--wafer", default=defaults.device, help="wafer preset (wse-3, wse-2)")
+        # a GPU step is one span whatever the detail: GPU scenarios take no --detail (an unknown flag)
+        p.add_argument("--detail", choices=DETAILS, default="layer",
+                       help="trace one span per wafer stage, per layer or per op")
     else:
         p.add_argument("--gpus", type=int, default=defaults.gpus, help="tensor-parallel GPUs per DGX: 1, 2, 4, 8")
         p.add_argument("--dtype", choices=("fp16", "fp8"), default="fp16", help="weight precision")
@@ -129,8 +132,6 @@ def scenario_parser(name: str, defaults: ScenarioDefaults, description: str) -> 
     p.add_argument("--fault", action="append", default=[], type=parse_fault, metavar="SPEC",
                    help=FAULT_HELP)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--detail", choices=DETAILS, default="layer",
-                   help="trace one span per wafer stage, per layer or per op")
     p.add_argument("--fidelity", choices=("event", "analytic"), default="event",
                    help="event: simulate (the default); analytic: a closed-form steady-state estimate, no trace")
     add_run_flags(p)
@@ -235,7 +236,7 @@ def run_scenario_cli(name: str, defaults: ScenarioDefaults, description: str,
             scenario=name, model=args.model, wafers=getattr(args, "wafers", 1),
             sites=parse_sites(args.sites),
             users=args.users, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens,
-            seed=args.seed, detail=args.detail, device=getattr(args, "wafer", defaults.device),
+            seed=args.seed, detail=getattr(args, "detail", "layer"), device=getattr(args, "wafer", defaults.device),
             requests=args.requests, rate_per_s=args.rate, prefill_chunk_tokens=args.prefill_chunk,
             spec_overrides=tuple(args.spec), link_overrides=tuple(args.link), faults=tuple(args.fault), **gpu)
         if args.fidelity == "analytic":  # no trace: the ring as a cluster, as `prepare` builds it

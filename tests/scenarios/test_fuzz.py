@@ -44,6 +44,7 @@ FUZZ = settings(max_examples=EXPLORE or 100, deadline=None, derandomize=not EXPL
 RUNS = settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 SMALL = ["--users", "1", "--prompt-tokens", "8", "--output-tokens", "2", "--detail", "stage", "--quiet"]
+SMALL_GPU = [a for a in SMALL if a not in ("--detail", "stage")]  # a GPU scenario takes no --detail
 
 
 class Hang(Exception):
@@ -203,7 +204,8 @@ def test_a_bad_spec_or_link_field_is_one_line_naming_it(kind, data):
     flag = "--link" if kind == "link" else "--spec"
     scenario = ["run", "h100_baseline", "--gpus", "1", "--model", "llama3.1-8b"] if kind == "gpu" else \
         ["run", "llama8b_one_wafer"]
-    refused([*scenario, *SMALL, flag, f"{field}={value}", "--trace", "t/run.arrow"], field)
+    refused([*scenario, *(SMALL_GPU if kind == "gpu" else SMALL), flag, f"{field}={value}", "--trace", "t/run.arrow"],
+            field)
 
 
 def inside(integer: bool, low: float, high: float) -> st.SearchStrategy[str]:
@@ -227,7 +229,7 @@ def test_a_what_if_inside_the_limits_runs_or_is_one_line(kind, data):
         specs.append("system_idle_w=0")
     scenario = ["run", "h100_baseline", "--gpus", "1", "--model", "llama3.1-8b"] if kind == "gpu" else \
         ["run", "llama8b_one_wafer"]
-    argv = [*scenario, *SMALL, *(a for spec in specs for a in ("--spec", spec))]
+    argv = [*scenario, *(SMALL_GPU if kind == "gpu" else SMALL), *(a for spec in specs for a in ("--spec", spec))]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         code, _, err = cli([*argv, "--trace", str(folder / "run.arrow")], folder)

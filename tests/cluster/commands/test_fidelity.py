@@ -144,3 +144,10 @@ def test_h100_too_small_is_a_clear_error(tmp_path):
                    "--trace", str(tmp_path / "h.arrow"), check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --gpus")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_h100_baseline_takes_no_detail(tmp_path):
+    """A GPU step is one span whatever the detail: the option would do nothing, so it is refused."""
+    proc = run_cli("run", "h100_baseline", "--detail", "op", "--trace", str(tmp_path / "h.arrow"), check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: unrecognized arguments: --detail op"]
+    assert list(tmp_path.iterdir()) == []
