@@ -327,7 +327,7 @@ def run_graph(graph: Graph, vocab: TraceVocab, metadata: dict, opts: RunOptions,
         try:
             backend = _start_backend(opts, graph, groups, vocab, writer, tell)
             rearm()  # Ray's start put its own SIGTERM handler in place
-            watchdog.watch_backend(backend, reports_within_calls=True)  # Ray actors report during calls too
+            watchdog.watch_backend(backend)
             watchdog.start()
             setup_s = time.perf_counter() - wall0
             engine = Engine(graph, groups, backend, writer, opts.max_window_ps)

@@ -57,7 +57,7 @@ class Watchdog:
         self.due: dict[int, float] = {}  # partition -> the window it was last asked to run to
         self.next_ps: dict[int, int | None] = {}  # partition -> its next event, after its last call
         self.running: tuple[list[str], int] | None = None  # the partition interrupted mid-events, its now
-        self.paused = False  # a remote call that cannot report progress until it returns
+        self.paused = False  # while the backend finishes: simulated time is over, not stuck
         self._last = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,20 +67,15 @@ class Watchdog:
             self.now_ps = now_ps
             self._last = time.monotonic()
 
-    def watch_backend(self, backend, reports_within_calls: bool) -> None:
-        """Record each round's calls and results by wrapping `backend.advance`.
-        `reports_within_calls`: the partitions tell `poke` of progress while a call runs
-        (in-process). A remote backend's progress is heard only between calls, so a call
-        whose window has no end (one partition: the whole run in one call) is not watched:
-        it would look stalled however well it goes (the backend's own call timeout holds)."""
+    def watch_backend(self, backend) -> None:
+        """Record each round's calls and results by wrapping `backend.advance` (every
+        backend tells `poke` of progress while a call runs: in-process partitions directly,
+        Ray actors over the wire), and pause while `backend.finish` gathers the tables."""
         advance = backend.advance
 
         def watched(calls):
             self.due = {p: until for p, (until, _) in calls.items()}
-            self.paused = not reports_within_calls and any(u == float("inf") for u in self.due.values())
             results = advance(calls)
-            if self.paused:  # the unwatched call counts as progress: the clock restarts from its end
-                self.paused, self._last = False, time.monotonic()
             self.next_ps.update({p: r.next_event_ps for p, r in results.items()})
             self.due = {}
             return results

@@ -298,6 +298,6 @@ def test_the_watchdog_does_not_count_the_finish_as_a_stall():
             return {}
     dog = Watchdog(0.1, [["a"]])
     backend = SlowFinish()
-    dog.watch_backend(backend, reports_within_calls=True)
+    dog.watch_backend(backend)
     backend.finish(0)
     assert not dog.paused
