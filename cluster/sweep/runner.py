@@ -33,7 +33,6 @@ from common.errors import ConfigError
 
 __all__ = ["SweepResult", "run_event_point", "run_sweep"]
 
-NAMESPACE = "wafersim"
 WRITE_EVERY_S = 1.0
 
 
@@ -154,19 +153,11 @@ def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
 
 def _connect(address: str | None) -> bool:
     """Use the Ray already initialised, else join `address` or $RAY_ADDRESS, else start a
-    local Ray for the sweep. Returns whether the sweep connected (and must shut down)."""
-    import ray
+    local Ray for the sweep (every CPU: a point is a task of one). Returns whether the sweep
+    connected (and must shut down)."""
+    from cluster.engine.backends.ray_connect import connect
 
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
-    else:
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                 object_store_memory=200 * 1024 * 1024, namespace=NAMESPACE, log_to_driver=False,
-                 logging_level="ERROR", _node_ip_address="127.0.0.1")
-    return True
+    return connect(address or os.environ.get("RAY_ADDRESS"), num_cpus=os.cpu_count() or 1)
 
 
 def _run_event(todo: list[tuple[Point, str | None]], rec: _Recorder, out: Path, keep: bool,

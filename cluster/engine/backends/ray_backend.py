@@ -7,16 +7,14 @@ StepResult, only messages, promises and counts; idle ones are not called. Trace 
 never travel in a round: each actor spools its LPs' rows where it runs (into the trace
 writer's own spool folder when it shares the driver's node), and the driver adopts or
 pulls the spools at the end.
-This is the only module that imports ray.
+With ray_connect, the only modules of the engine that import ray.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import resource
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -28,6 +26,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.engine.backends import wire
+from cluster.engine.backends.ray_connect import connect
 from cluster.engine.graph import Graph
 from cluster.engine.messages import Message, StepResult
 from cluster.engine.partition import Partition
@@ -35,7 +34,6 @@ from cluster.results.trace import SPAN_SCHEMA, TraceVocab
 from cluster.results.writer import TraceWriter
 from common.errors import ConfigError, LPFailure
 
-NAMESPACE = "wafersim"
 CALL_TIMEOUT_S = 600.0  # a round that takes longer is a hung actor, not a slow one
 PING_TIMEOUT_S = 5.0
 PLACEMENTS = ("pack", "spread", "by-site")
@@ -142,94 +140,6 @@ class InterconnectActor(PartitionHost):
     """A partition holding links (and possibly the frontend), no wafer."""
 
 
-def _start_ray(address: str | None) -> bool:
-    """Join `address`, or start a local Ray for this run. Returns whether this run
-    connected (and so must disconnect, or stop the Ray it started, at the end); a Ray
-    the caller already initialized (a test session) is left alone."""
-    if address and address.startswith("ray://"):  # the actors could not call back to a client driver
-        raise ConfigError(f"--address: Ray Client addresses (ray://) are not supported, got {address!r}: "
-                          "run on a node of the cluster and give its HOST:PORT")
-    if ray.is_initialized():
-        return False
-    if address:
-        _check_reachable(address)
-        _check_token(address)
-        try:
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
-        except ConnectionError as exc:
-            raise ConfigError(f"--address: the Ray at {address} did not accept this driver ({_auth_hint()}; "
-                              f"Ray said: {' '.join(str(exc).split())})") from None
-        return True
-    # address="local": a Ray of this run's own, even when another runs on this machine
-    ray.init(address="local", num_cpus=max(1, min(os.cpu_count() or 1, 4)), include_dashboard=False,
-             object_store_memory=200 * 1024 * 1024, namespace=NAMESPACE, log_to_driver=False,
-             logging_level="ERROR", _node_ip_address="127.0.0.1")
-    return True
-
-
-CONNECT_TIMEOUT_S = 3.0
-
-
-def _check_token(address: str) -> None:
-    """Fail at once when the Ray at `address` refuses this driver's token: ray.init would
-    retry for about 20 s, printing a line a second. One GCS client, stderr muted (Ray's C++
-    logs there); only a plain HOST:PORT, and anything but an authentication error is left
-    to ray.init to report."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "/" in address:
-        return
-    try:
-        from ray._raylet import GcsClient  # private, so only a probe: ray.init connects for real
-        from ray.exceptions import AuthenticationError
-    except ImportError:
-        return
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        GcsClient(address=address)
-        refused = False
-    except AuthenticationError:
-        refused = True
-    except Exception:  # not ours to judge
-        refused = False
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    if refused:
-        hint = ("check RAY_AUTH_TOKEN or ~/.ray/auth_token holds the head's token"
-                if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else
-                "set RAY_AUTH_MODE=token and give the head's token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
-        raise ConfigError(f"--address: the Ray at {address} uses token authentication and refused this driver: "
-                          f"{hint}")
-
-
-def _auth_hint() -> str:
-    """Ray >= 2.5x: `ray start --head` turns token authentication on when a token exists
-    (~/.ray/auth_token, which any local ray.init() writes), and a driver joining by address
-    only sends one with RAY_AUTH_MODE=token."""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-        return ("if it uses token authentication, set RAY_AUTH_MODE=token and give the head's token in "
-                "RAY_AUTH_TOKEN or ~/.ray/auth_token")
-    return "RAY_AUTH_MODE=token: check RAY_AUTH_TOKEN or ~/.ray/auth_token holds the head's token"
-
-
-def _check_reachable(address: str) -> None:
-    """Fail in seconds, naming the address, when nothing listens there (ray.init would
-    retry for minutes). Only a plain HOST:PORT is checked; ray:// and "auto" go to Ray."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "/" in address:
-        return
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise ConfigError(f"--address: no Ray answers at {address} ({exc.strerror or exc})") from None
-
-
-def _dumps(value: object) -> bytes:
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 class RayBackend:
     def __init__(self, graph: Graph, groups: list[list[str]], vocab: TraceVocab, writer: TraceWriter,
                  address: str | None = None, placement: str = "pack", progress=None) -> None:
@@ -237,9 +147,12 @@ class RayBackend:
         the engine counts them after each round)."""
         if placement not in PLACEMENTS:
             raise ConfigError(f"--placement: must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+        if address and address.startswith("ray://"):  # the actors could not call back to a client driver
+            raise ConfigError(f"--address: Ray Client addresses (ray://) are not supported, got {address!r}: "
+                              "run on a node of the cluster and give its HOST:PORT")
         t0 = time.perf_counter()
         self._writer = writer
-        self._started = _start_ray(address)
+        self._started = connect(address, num_cpus=max(1, min(os.cpu_count() or 1, 4)))  # actors take 0 CPUs
         self._actors: list = []
         self._labels: list[str] = []
         self._hub: wire.Hub | None = None
@@ -351,10 +264,10 @@ class RayBackend:
         return LPFailure(f"ray actor for {named} failed: {type(exc).__name__}")
 
     def advance(self, calls: dict[int, tuple[float, list[Message]]]) -> dict[int, StepResult]:
-        return self._hub.round({p: _dumps(("advance", until, inbox)) for p, (until, inbox) in calls.items()})
+        return self._hub.round({p: wire.dumps(("advance", until, inbox)) for p, (until, inbox) in calls.items()})
 
     def finish(self, end_ps: int) -> dict[int, StepResult]:
-        call = _dumps(("finish", end_ps))
+        call = wire.dumps(("finish", end_ps))
         results = self._hub.round({p: call for p in range(len(self._actors))})
         self._get(dict(enumerate(self._serving)))  # each serve call has returned
         self._hub.close()

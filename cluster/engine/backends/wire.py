@@ -56,7 +56,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytearray:
     return buf
 
 
-def _dumps(value: object) -> bytes:
+def dumps(value: object) -> bytes:
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -181,7 +181,7 @@ def serve(address: tuple[str, int], index: int, token: str, label: str,
             call = pickle.loads(recv_frame(sock))
             try:
                 last, result = step(call, report)
-                reply = _OK + _dumps(result)
+                reply = _OK + dumps(result)
             except SimError as exc:
                 last, reply = True, _error(exc, label)
             except (ConnectionError, BrokenPipeError):
@@ -199,6 +199,6 @@ def serve(address: tuple[str, int], index: int, token: str, label: str,
 def _error(exc: Exception, label: str) -> bytes:
     """An error frame: the exception itself, or (if it does not pickle) an LPFailure with its text."""
     try:
-        return _ERROR + _dumps(exc)
+        return _ERROR + dumps(exc)
     except Exception:
-        return _ERROR + _dumps(LPFailure(f"ray actor for {label} failed: {type(exc).__name__}: {exc}"))
+        return _ERROR + dumps(LPFailure(f"ray actor for {label} failed: {type(exc).__name__}: {exc}"))

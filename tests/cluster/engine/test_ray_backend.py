@@ -116,11 +116,11 @@ def test_a_refused_token_is_one_line_at_once(monkeypatch):
     import ray._raylet
     from ray.exceptions import AuthenticationError
 
-    from cluster.engine.backends import ray_backend
+    from cluster.engine.backends import ray_connect
 
     def refuse(*args, **kwargs):
         raise AuthenticationError("RPC error: InvalidAuthToken")
     monkeypatch.setattr(ray._raylet, "GcsClient", refuse)
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     with pytest.raises(ConfigError, match="uses token authentication and refused this driver: set RAY_AUTH_MODE=token"):
-        ray_backend._check_token("127.0.0.1:6379")
+        ray_connect._check_token("127.0.0.1:6379")
