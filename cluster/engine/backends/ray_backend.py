@@ -268,7 +268,7 @@ class RayBackend:
 
     def finish(self, end_ps: int) -> dict[int, StepResult]:
         call = wire.dumps(("finish", end_ps))
-        results = self._hub.round({p: call for p in range(len(self._actors))})
+        results = self._hub.round({p: call for p in range(len(self._actors))}, last=True)
         self._get(dict(enumerate(self._serving)))  # each serve call has returned
         self._hub.close()
         self._collect_spools()

@@ -74,6 +74,7 @@ class Hub:
         self._socks: list[socket.socket | None] = [None] * len(labels)
         self._call_timeout_s = call_timeout_s
         self._on_progress = on_progress
+        self._selector = selectors.DefaultSelector()  # every actor's socket, registered once
 
     def accept(self, still_starting: Callable[[], None]) -> None:
         """Wait for every actor to connect; `still_starting` raises if one died first.
@@ -97,6 +98,7 @@ class Hub:
             conn.settimeout(self._call_timeout_s)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._socks[index] = conn
+            self._selector.register(conn, selectors.EVENT_READ, index)
         self._server.close()  # nobody else connects to this run
         self._server = None
 
@@ -111,31 +113,30 @@ class Hub:
             return None
         return index
 
-    def round(self, calls: dict[int, bytes]) -> dict[int, object]:
+    def round(self, calls: dict[int, bytes], last: bool = False) -> dict[int, object]:
         """Send each called actor its pickled call; gather the replies as they come (a
-        dead actor is named as soon as its socket closes, not after the slow ones)."""
+        dead actor, called or idle, is named as soon as its socket closes, not after the
+        slow ones). `last`: the actors close their end once they have replied."""
         for p, blob in calls.items():
             self._io(p, send_frame, blob)
         replies: dict[int, object] = {}
-        with selectors.DefaultSelector() as selector:
-            for p in calls:
-                selector.register(self._socks[p], selectors.EVENT_READ, p)
-            while len(replies) < len(calls):
-                ready = selector.select(timeout=self._call_timeout_s)
-                if not ready:
-                    waiting = [self.labels[p] for p in calls if p not in replies]
-                    raise LPFailure(f"ray actor for {waiting[0]} failed: no reply in {self._call_timeout_s:.0f} s")
-                for key, _ in ready:
-                    p = key.data
-                    frame = self._io(p, recv_frame)
-                    if frame[:1] == _PROGRESS:
-                        if self._on_progress is not None:
-                            self._on_progress(_LENGTH.unpack(frame[1:])[0])
-                        continue
-                    selector.unregister(key.fileobj)
-                    if frame[:1] == _ERROR:
-                        raise pickle.loads(frame[1:])
-                    replies[p] = pickle.loads(frame[1:])
+        while len(replies) < len(calls):  # an idle actor sends nothing: only called ones are ready
+            ready = self._selector.select(timeout=self._call_timeout_s)
+            if not ready:
+                waiting = [self.labels[p] for p in calls if p not in replies]
+                raise LPFailure(f"ray actor for {waiting[0]} failed: no reply in {self._call_timeout_s:.0f} s")
+            for key, _ in ready:
+                p = key.data
+                frame = self._io(p, recv_frame)
+                if frame[:1] == _PROGRESS:
+                    if self._on_progress is not None:
+                        self._on_progress(_LENGTH.unpack(frame[1:])[0])
+                    continue
+                if frame[:1] == _ERROR:
+                    raise pickle.loads(frame[1:])
+                replies[p] = pickle.loads(frame[1:])
+                if last:  # its end closes next: no more to hear
+                    self._selector.unregister(key.fileobj)
         return replies
 
     def _io(self, p: int, op, *args):
@@ -149,6 +150,7 @@ class Hub:
                 from None
 
     def close(self) -> None:
+        self._selector.close()
         for sock in self._socks:
             if sock is not None:
                 sock.close()

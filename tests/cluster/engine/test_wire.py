@@ -37,7 +37,7 @@ def test_calls_and_replies_of_any_size_reach_the_right_actor():
     replies = hub.round({0: pickle.dumps(("advance", 1)), 1: pickle.dumps(("advance", big))})
     assert replies == {0: ("advance", 1), 1: ("advance", big)}
     assert hub.round({1: pickle.dumps(("advance", 2))}) == {1: ("advance", 2)}  # an idle actor is not called
-    assert hub.round({p: pickle.dumps(("last", p)) for p in (0, 1)}) == {0: ("last", 0), 1: ("last", 1)}
+    assert hub.round({p: pickle.dumps(("last", p)) for p in (0, 1)}, last=True) == {0: ("last", 0), 1: ("last", 1)}
     for t in threads:
         t.join(timeout=5)
         assert not t.is_alive()  # the last call ends the serving loop
