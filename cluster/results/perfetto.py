@@ -166,21 +166,12 @@ def _events(spans: Spans, start: np.ndarray, end: np.ndarray, flow_requests: int
                                               ("request_id", "token", "layer", "region", "bytes", "phase"))
     names, cats = c["name"][order].tolist(), c["kind"][order].tolist()
     pids, tids = pid[order].tolist(), tid[order].tolist()
+    # each span's args: the columns it has (null: < 0), in this order; phase by its word
+    fields = (("request", rid, None), ("token", tok, None), ("layer", layer, None), ("region", region, None),
+              ("phase", phase, text["phase"]), ("bytes", nbytes, None))
     events = []
     for i in range(len(order)):
-        args = []
-        if rid[i] >= 0:
-            args.append(f'"request":{rid[i]}')
-        if tok[i] >= 0:
-            args.append(f'"token":{tok[i]}')
-        if layer[i] >= 0:
-            args.append(f'"layer":{layer[i]}')
-        if region[i] >= 0:
-            args.append(f'"region":{region[i]}')
-        if phase[i] >= 0:
-            args.append(f'"phase":{text["phase"][phase[i]]}')
-        if nbytes[i] >= 0:
-            args.append(f'"bytes":{nbytes[i]}')
+        args = [f'"{key}":{v if words is None else words[v]}' for key, values, words in fields if (v := values[i]) >= 0]
         name = text["name"][names[i]] if names[i] >= 0 else '"span"'
         cat = text["kind"][cats[i]] if cats[i] >= 0 else '"span"'
         events.append(f'{{"ph":"X","ts":{ts[i]},"dur":{dur[i]},"pid":{pids[i]},"tid":{tids[i]},'
