@@ -42,10 +42,10 @@ from common.errors import CapacityError
 from common.units import NULL
 from llm.ops import LayerShape, OpWork
 from llm.passes import TOKEN_ID_BYTES, Pass
-from wafer.costs import Region, handoff_ps, latency_optimal_cores, op_cost
+from wafer.costs import Region, handoff_ps, op_cost
 from wafer.spec import WaferSpec
 from wafer.tandem import FifoTandem
-from wafer.tenants import Tenant, spread, unit_ops
+from wafer.tenants import Tenant, place_regions, spread, unit_ops
 
 Detail = Literal["stage", "layer", "op"]
 DETAILS: tuple[str, ...] = ("stage", "layer", "op")
@@ -128,7 +128,7 @@ class WaferStage:
         self.weight_bytes = sum(t.weight_bytes for t in self._tenants)  # every model's
         if self.weight_bytes > spec.sram_bytes:
             raise CapacityError(f"weights of {self.weight_bytes} B exceed {spec.name} SRAM of {spec.sram_bytes} B")
-        self.regions = self._place()
+        self.regions = place_regions(spec, self._tenants)
         self.n_layers = sum(1 for u in units if u.kind == "layer")
         self.kv_bytes_per_token = self._tenants[0].kv_bytes_per_token  # the primary's
         self._tandem = FifoTandem(len(units))
@@ -162,43 +162,6 @@ class WaferStage:
                 names += [f"{name}.{op.name}" for emits in (False, True)
                           for op in unit_ops(unit, t.shape, t.vocab_size, 1, 0, emits)]
         return names
-
-    def _place(self) -> list[Region]:
-        """Each unit's region: the size with the shortest decode pass, no smaller than what
-        its weights and reserved KV cache need in SRAM, no larger than its byte-proportional
-        share of the wafer (so that every region fits). More cores divide the work but
-        lengthen the fabric, so a small model does not spread over the whole wafer.
-        Co-tenant units count in their region's bytes: its share, what it needs, and a floor
-        of their weights and the primary's, which wins over the share (weights have nowhere
-        else to go; a KV reservation over the share is trimmed, as the primary's always is)."""
-        spec, chosen, regions = self.spec, {}, []
-        primary, per_core = self._tenants[0], spec.sram_bytes_per_core
-        hosted = [0] * len(self.units)  # co-tenants' bytes on each region, KV cache included
-        hosted_weights = [0] * len(self.units)
-        for t in self._tenants[1:]:
-            for j, unit in zip(t.regions, t.units):
-                hosted[j] += t.sram_bytes(unit)
-                hosted_weights[j] += unit.weight_bytes
-        for unit, extra, extra_weights in zip(self.units, hosted, hosted_weights):
-            weights = unit.weight_bytes + extra_weights
-            need = -(-(primary.sram_bytes(unit) + extra) // per_core)
-            share = max(1, spec.cores * weights // self.weight_bytes)
-            most = max(share, -(-weights // per_core)) if extra else share
-            if -(-weights // per_core) > most:  # no clamp: weights have nowhere else to go
-                raise CapacityError(f"{spec.name}: {unit.name}'s weights need {-(-weights // per_core)} cores at "
-                                    f"sram_bytes_per_core={per_core}, over its share of {most} of the "
-                                    f"{spec.cores} cores (raise sram_bytes_per_core, or use more wafers)")
-            key = (unit.kind, need, most)
-            if key not in chosen:
-                ops = unit_ops(unit, self.shape, self.vocab_size, 1, 0, True)
-                chosen[key] = latency_optimal_cores(
-                    lambda r, ops=ops: sum(op_cost(w, r, spec).total_ps for w in ops), min(need, most), most)
-            regions.append(Region(chosen[key]))
-        cores = sum(r.cores for r in regions)
-        if cores > spec.cores:
-            raise CapacityError(f"regions holding every model's weights take {cores} cores, over the "
-                                f"{spec.cores} cores of {spec.name}")
-        return regions
 
     # -- costs -------------------------------------------------------------------------
     def _unit_cost(self, tenant: Tenant, unit: Unit, region: Region, shape_key: tuple[str, int], n: int,

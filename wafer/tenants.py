@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from common.errors import CapacityError
 from llm.ops import LayerShape, OpWork, decoder_layer_ops, embedding_ops, lm_head_ops
-from wafer.costs import Region
+from wafer.costs import Region, latency_optimal_cores, op_cost
 from wafer.spec import WaferSpec
 
 if TYPE_CHECKING:
@@ -89,3 +90,45 @@ class Tenant:
         """Bind each unit to its sized region, its cost key and its trace name."""
         self.placed = tuple((j, unit, regions[j], (unit.kind, regions[j].cores), names[self.prefix + unit.name])
                             for j, unit in zip(self.regions, self.units))
+
+
+def place_regions(spec: WaferSpec, tenants: Sequence[Tenant]) -> list[Region]:
+    """Each of the primary model's units (tenants[0]) gets a region: the size with the
+    shortest decode pass, no smaller than what its weights and reserved KV cache need in
+    SRAM, no larger than its byte-proportional share of the wafer (so that every region
+    fits). More cores divide the work but lengthen the fabric, so a small model does not
+    spread over the whole wafer. Co-tenant units count in their region's bytes: its share,
+    what it needs, and a floor of their weights and the primary's, which wins over the share
+    (weights have nowhere else to go; a KV reservation over the share is trimmed, as the
+    primary's always is). A region too small for its weights is an error, never a clamp."""
+    chosen: dict[tuple, int] = {}
+    regions = []
+    primary, per_core = tenants[0], spec.sram_bytes_per_core
+    all_weight_bytes = sum(t.weight_bytes for t in tenants)
+    hosted = [0] * len(primary.units)  # co-tenants' bytes on each region, KV cache included
+    hosted_weights = [0] * len(primary.units)
+    for t in tenants[1:]:
+        for j, unit in zip(t.regions, t.units):
+            hosted[j] += t.sram_bytes(unit)
+            hosted_weights[j] += unit.weight_bytes
+    for unit, extra, extra_weights in zip(primary.units, hosted, hosted_weights):
+        weights = unit.weight_bytes + extra_weights
+        need = -(-(primary.sram_bytes(unit) + extra) // per_core)
+        weight_cores = -(-weights // per_core)
+        share = max(1, spec.cores * weights // all_weight_bytes)
+        most = max(share, weight_cores) if extra else share
+        if weight_cores > most:
+            raise CapacityError(f"{spec.name}: {unit.name}'s weights need {weight_cores} cores at "
+                                f"sram_bytes_per_core={per_core}, over its share of {most} of the "
+                                f"{spec.cores} cores (raise sram_bytes_per_core, or use more wafers)")
+        key = (unit.kind, need, most)
+        if key not in chosen:
+            ops = unit_ops(unit, primary.shape, primary.vocab_size, 1, 0, True)
+            chosen[key] = latency_optimal_cores(
+                lambda r, ops=ops: sum(op_cost(w, r, spec).total_ps for w in ops), min(need, most), most)
+        regions.append(Region(chosen[key]))
+    cores = sum(r.cores for r in regions)
+    if cores > spec.cores:
+        raise CapacityError(f"regions holding every model's weights take {cores} cores, over the "
+                            f"{spec.cores} cores of {spec.name}")
+    return regions
