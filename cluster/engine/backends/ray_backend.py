@@ -67,11 +67,10 @@ class PartitionHost:
     def __init__(self, graph: Graph, lp_names: list[str], vocab: TraceVocab,
                  spool_paths: dict[str, str], driver_node: str, own_dir_name: str) -> None:
         self.on_driver_node = self.node_id() == driver_node
-        self._own_dir = None
-        if not self.on_driver_node:  # the driver's folder is not on this machine
-            self._own_dir = _own_spool_dir(own_dir_name)
-            os.makedirs(self._own_dir)
-            spool_paths = {lp: os.path.join(self._own_dir, os.path.basename(p)) for lp, p in spool_paths.items()}
+        if not self.on_driver_node:  # the driver's folder is not on this machine; the driver removes this one
+            own_dir = _own_spool_dir(own_dir_name)
+            os.makedirs(own_dir)
+            spool_paths = {lp: os.path.join(own_dir, os.path.basename(p)) for lp, p in spool_paths.items()}
         self.spool = _Spool(spool_paths)
         self._report = None  # during a call: tells the driver the simulated time (wire.serve)
         self.partition = Partition(graph, lp_names, vocab, trace_sink=self.spool.add, progress=self._progress)
@@ -113,10 +112,6 @@ class PartitionHost:
         with open(self.spool.paths[lp], "rb") as f:
             f.seek(offset)
             return f.read(size)
-
-    def drop_spool(self) -> None:
-        if self._own_dir is not None:
-            shutil.rmtree(self._own_dir, ignore_errors=True)
 
 
 def _own_spool_dir(name: str) -> str:
@@ -282,13 +277,10 @@ class RayBackend:
         self.actor_events = [reports[p][3] for p in range(len(self._actors))]
         self.actor_peak_rss_mb = [round(reports[p][4], 1) for p in range(len(self._actors))]
         for p, (on_driver_node, rows, *_) in reports.items():
-            actor = self._actors[p]
             for lp, count in sorted(rows.items()):
                 if not on_driver_node:
                     self._pull(p, lp, self._writer.spool_path(lp))
                 self._writer.adopt(lp, count)
-            if not on_driver_node:
-                self._get({p: actor.drop_spool.remote()})
 
     def _pull(self, p: int, lp: str, path: Path) -> None:
         actor = self._actors[p]
